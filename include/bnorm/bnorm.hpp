@@ -1,0 +1,183 @@
+// bnorm.hpp: the C++20 API of libbnorm, batch normalization for deep neural networks.
+//
+// Functions for the four operations on contiguous tensors given as std::span, and a BatchNorm
+// module that owns gamma, beta, the running statistics and the batch counter. Errors are
+// exceptions derived from bnorm::Error whose message names the bad argument and the fix.
+//
+//   bnorm::Shape shape{.n = 32, .c = 64, .spatial = 28 * 28};          // NCHW, H*W = 784
+//   bnorm::BatchNorm<float> bn({.num_features = 64});
+//   bn.forward(shape, x, y);                                          // training mode: batch stats
+//   bn.backward(shape, x, dy, dx);                                    // fills bn.grad_weight()/grad_bias()
+//   bn.eval(); bn.forward(shape, x, y);                               // running statistics
+//
+// The semantics, with formulas and the PyTorch/ONNX mapping, are in docs/semantics.md.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bnorm/bnorm.h"
+
+namespace bnorm {
+
+// ---- errors ---------------------------------------------------------------------------------
+class Error : public std::runtime_error {
+public:
+    Error(bnorm_status status, const std::string& message)
+        : std::runtime_error(message), status_(status) {}
+    bnorm_status status() const noexcept { return status_; }
+
+private:
+    bnorm_status status_;
+};
+// A bad argument: the message says which and how to fix it.
+class InvalidArgument : public Error {
+public:
+    explicit InvalidArgument(const std::string& message) : Error(BNORM_EINVAL, message) {}
+};
+// A valid request that this build cannot serve (for example a data type not implemented yet).
+class Unsupported : public Error {
+public:
+    explicit Unsupported(const std::string& message) : Error(BNORM_EUNSUPPORTED, message) {}
+};
+
+// ---- descriptors ----------------------------------------------------------------------------
+enum class Layout { channels_first = BNORM_CHANNELS_FIRST, channels_last = BNORM_CHANNELS_LAST };
+
+// (n, c, spatial) with spatial the product of the spatial sizes (1 for (N, C) input, H*W for
+// images, D*H*W for volumes). channels_first is (N, C, spatial...), channels_last (N, spatial..., C).
+struct Shape {
+    int64_t n = 0;
+    int64_t c = 0;
+    int64_t spatial = 1;
+    Layout layout = Layout::channels_first;
+};
+
+struct Options {
+    double eps = 1e-5;                       // added to the variance; >= 0
+    std::optional<double> momentum = 0.1;    // weight of the new batch; nullopt: cumulative average
+    bool running_var_unbiased = true;        // running_var gets var*m/(m-1) (PyTorch); false: ONNX
+};
+
+// ---- operations (T = float or double; every tensor contiguous; an empty span means "none") ---
+template <class T>
+struct ForwardTrainingArgs {
+    std::span<const T> x;                    // required, n*c*spatial
+    std::span<T> y;                          // required, n*c*spatial; may be the same memory as x
+    std::span<const T> weight = {};          // c or none (gamma = 1)
+    std::span<const T> bias = {};            // c or none (beta = 0)
+    std::span<T> running_mean = {};          // c or none (statistics not tracked); with running_var
+    std::span<T> running_var = {};           // c or none
+    int64_t* num_batches_tracked = nullptr;  // incremented when tracked; required for cumulative average
+    std::span<T> save_mean = {};             // c or none
+    std::span<T> save_invstd = {};           // c or none
+};
+
+template <class T>
+struct ForwardInferenceArgs {
+    std::span<const T> x;
+    std::span<T> y;
+    std::span<const T> weight = {};
+    std::span<const T> bias = {};
+    std::span<const T> running_mean = {};    // required
+    std::span<const T> running_var = {};     // required
+};
+
+template <class T>
+struct BackwardArgs {
+    std::span<const T> dy;
+    std::span<const T> x;
+    std::span<T> dx;                         // may be the same memory as dy or x
+    std::span<const T> weight = {};
+    std::span<const T> save_mean = {};       // required: from forward_training
+    std::span<const T> save_invstd = {};     // required: from forward_training
+    std::span<T> dweight = {};               // c or none (not computed)
+    std::span<T> dbias = {};                 // c or none (not computed)
+};
+
+template <class T>
+struct BackwardInferenceArgs {
+    std::span<const T> dy;
+    std::span<const T> x;
+    std::span<T> dx;
+    std::span<const T> weight = {};
+    std::span<const T> running_mean = {};    // required
+    std::span<const T> running_var = {};     // required
+    std::span<T> dweight = {};
+    std::span<T> dbias = {};
+};
+
+template <class T>
+void forward_training(const Shape& shape, const Options& options, const ForwardTrainingArgs<T>& args);
+template <class T>
+void forward_inference(const Shape& shape, const Options& options, const ForwardInferenceArgs<T>& args);
+template <class T>
+void backward(const Shape& shape, const BackwardArgs<T>& args);
+template <class T>
+void backward_inference(const Shape& shape, const Options& options, const BackwardInferenceArgs<T>& args);
+
+int set_num_threads(int n);  // n <= 0: default (BNORM_NUM_THREADS, else the cores); returns the previous
+int num_threads();
+const char* version();
+
+// ---- the module -----------------------------------------------------------------------------
+// Owns gamma (weight, initialized to 1), beta (bias, 0), running_mean (0), running_var (1) and
+// num_batches_tracked (0), like torch.nn.BatchNorm{1,2,3}d. In training mode forward() uses the
+// batch statistics and updates the running ones (when tracked); in evaluation mode it uses the
+// running statistics, or the batch statistics without updating anything when they are not tracked.
+// backward() must follow forward() on the same input and shape; it writes (not accumulates) the
+// gradients of this batch into grad_weight() and grad_bias().
+template <class T>
+class BatchNorm {
+public:
+    struct Config {
+        int64_t num_features = 0;
+        double eps = 1e-5;
+        std::optional<double> momentum = 0.1;
+        bool affine = true;
+        bool track_running_stats = true;
+        bool running_var_unbiased = true;
+    };
+
+    explicit BatchNorm(const Config& config);
+
+    void forward(const Shape& shape, std::span<const T> x, std::span<T> y);
+    void backward(const Shape& shape, std::span<const T> x, std::span<const T> dy, std::span<T> dx);
+
+    void train(bool on = true) { training_ = on; }
+    void eval() { training_ = false; }
+    bool training() const { return training_; }
+
+    const Config& config() const { return config_; }
+    std::span<T> weight() { return weight_; }          // empty when not affine
+    std::span<T> bias() { return bias_; }
+    std::span<const T> grad_weight() const { return grad_weight_; }
+    std::span<const T> grad_bias() const { return grad_bias_; }
+    std::span<T> running_mean() { return running_mean_; }  // empty when not tracked
+    std::span<T> running_var() { return running_var_; }
+    int64_t num_batches_tracked() const { return num_batches_tracked_; }
+    void set_num_batches_tracked(int64_t count);
+    void reset_running_stats();  // running_mean 0, running_var 1, num_batches_tracked 0
+
+private:
+    Options options() const;
+    void check_channels(const char* op, const Shape& shape) const;
+
+    Config config_;
+    bool training_ = true;
+    std::vector<T> weight_, bias_, grad_weight_, grad_bias_, running_mean_, running_var_;
+    int64_t num_batches_tracked_ = 0;
+    // What the last forward() did, for backward(): which statistics and the shape it saw.
+    std::vector<T> save_mean_, save_invstd_;
+    enum class Saved { nothing, batch_statistics, running_statistics } saved_ = Saved::nothing;
+    Shape saved_shape_{};
+};
+
+extern template class BatchNorm<float>;
+extern template class BatchNorm<double>;
+
+}  // namespace bnorm

@@ -1,0 +1,276 @@
+#include "core/ops.hpp"
+
+#include <cmath>
+#include <cstddef>
+#include <initializer_list>
+#include <limits>
+#include <string>
+
+#include "bnorm/bnorm.hpp"
+#include "core/kernels.hpp"
+
+namespace bnorm::detail {
+namespace {
+
+[[noreturn]] void invalid(const char* op, const std::string& message) {
+    throw InvalidArgument(std::string(op) + ": " + message);
+}
+
+struct Problem {
+    DType dtype;
+    Geometry g;
+    size_t element_size;  // of x and of every parameter/statistics buffer
+};
+
+Problem check_desc(const char* op, const bnorm_desc* desc) {
+    if (!desc) invalid(op, "desc is NULL; pass a bnorm_desc with dtype, layout, n, c and spatial");
+    DType dtype;
+    size_t element_size;
+    switch (static_cast<int>(desc->dtype)) {
+        case BNORM_F32: dtype = DType::f32; element_size = 4; break;
+        case BNORM_F64: dtype = DType::f64; element_size = 8; break;
+        case BNORM_BF16: dtype = DType::bf16; element_size = 2; break;
+        case BNORM_F16: dtype = DType::f16; element_size = 2; break;
+        default:
+            invalid(op, "desc->dtype = " + std::to_string(static_cast<int>(desc->dtype)) +
+                            " is not a bnorm_dtype; use BNORM_F32 (0), BNORM_F64 (1), BNORM_BF16 (2) "
+                            "or BNORM_F16 (3)");
+    }
+    Layout layout;
+    switch (static_cast<int>(desc->layout)) {
+        case BNORM_CHANNELS_FIRST: layout = Layout::channels_first; break;
+        case BNORM_CHANNELS_LAST: layout = Layout::channels_last; break;
+        default:
+            invalid(op, "desc->layout = " + std::to_string(static_cast<int>(desc->layout)) +
+                            " is not a bnorm_layout; use BNORM_CHANNELS_FIRST (0) or "
+                            "BNORM_CHANNELS_LAST (1)");
+    }
+    const std::pair<const char*, int64_t> sizes[] = {{"n", desc->n}, {"c", desc->c}, {"spatial", desc->spatial}};
+    for (const auto& [name, value] : sizes)
+        if (value <= 0)
+            invalid(op, std::string("desc->") + name + " = " + std::to_string(value) +
+                            " must be at least 1 (spatial is 1 for (N, C) input)");
+    int64_t numel = 0;
+    int64_t bytes = 0;
+    if (__builtin_mul_overflow(desc->n, desc->c, &numel) ||
+        __builtin_mul_overflow(numel, desc->spatial, &numel) ||
+        __builtin_mul_overflow(numel, static_cast<int64_t>(element_size), &bytes) ||
+        bytes > std::numeric_limits<std::ptrdiff_t>::max())
+        invalid(op, "desc->n * desc->c * desc->spatial = " + std::to_string(desc->n) + " * " +
+                        std::to_string(desc->c) + " * " + std::to_string(desc->spatial) +
+                        " elements overflow the address space; check the sizes");
+    return Problem{dtype, Geometry{layout, desc->n, desc->c, desc->spatial}, element_size};
+}
+
+void check_options_impl(const char* op, const bnorm_options* options) {
+    if (!options) invalid(op, "options is NULL; pass a bnorm_options, e.g. {1e-5, 0.1, 1}");
+    if (!(options->eps >= 0.0) || !std::isfinite(options->eps))
+        invalid(op, "options->eps = " + std::to_string(options->eps) +
+                        " must be a finite number >= 0 (PyTorch's default is 1e-5)");
+    if (std::isinf(options->momentum))
+        invalid(op, "options->momentum is infinite; use a finite value (0.1 is PyTorch's default) "
+                    "or NaN for the cumulative moving average");
+    if (options->running_var_unbiased != 0 && options->running_var_unbiased != 1)
+        invalid(op, "options->running_var_unbiased = " + std::to_string(options->running_var_unbiased) +
+                        " must be 1 (unbiased, PyTorch) or 0 (biased, ONNX)");
+}
+
+void require(const char* op, const void* p, const char* name, const char* what) {
+    if (!p) invalid(op, std::string(name) + " is NULL; it is required: pass " + what);
+}
+
+// A buffer of the call, for the overlap check: outputs may not overlap any other buffer, except
+// the exact in-place aliases listed in `in_place` (names of inputs of the same size).
+struct Buffer {
+    const char* name;
+    const void* data;
+    size_t bytes;
+    bool output;
+    std::initializer_list<const char*> in_place = {};
+};
+
+bool allows(const Buffer& out, const Buffer& other) {
+    if (out.data != other.data || out.bytes != other.bytes) return false;
+    for (const char* name : out.in_place)
+        if (std::string(name) == other.name) return true;
+    return false;
+}
+
+void check_overlaps(const char* op, std::initializer_list<Buffer> buffers) {
+    for (const Buffer& out : buffers) {
+        if (!out.output || !out.data) continue;
+        const auto* a = static_cast<const std::byte*>(out.data);
+        for (const Buffer& other : buffers) {
+            if (&other == &out || !other.data) continue;
+            const auto* b = static_cast<const std::byte*>(other.data);
+            const bool overlap = a < b + other.bytes && b < a + out.bytes;
+            if (overlap && !allows(out, other))
+                invalid(op, std::string(out.name) + " overlaps " + other.name +
+                                "; give each output its own buffer (in place, only y = x and "
+                                "dx = dy or dx = x are allowed)");
+        }
+    }
+}
+
+const Implementation& select(const char* op, const Problem& p) {
+    const Implementation* list[] = {&cpu_implementation()};
+    for (const Implementation* impl : list)
+        if (impl->accepts(p.dtype, p.g)) return *impl;
+    const char* name = p.dtype == DType::bf16 ? "BNORM_BF16" : p.dtype == DType::f16 ? "BNORM_F16" : "this dtype";
+    throw Unsupported(std::string(op) + ": " + name +
+                      " is not implemented in this build yet; convert the data to BNORM_F32");
+}
+
+template <class T>
+const T* in(const void* p) { return static_cast<const T*>(p); }
+template <class T>
+T* out(void* p) { return static_cast<T*>(p); }
+
+}  // namespace
+
+void check_options(const char* op, const bnorm_options* options) { check_options_impl(op, options); }
+
+void forward_training(const char* op, const bnorm_desc* desc, const bnorm_options* options,
+                      const void* x, const void* weight, const void* bias, void* running_mean,
+                      void* running_var, int64_t* num_batches_tracked, void* y, void* save_mean,
+                      void* save_invstd) {
+    const Problem p = check_desc(op, desc);
+    check_options_impl(op, options);
+    require(op, x, "x", "the input, n*c*spatial values");
+    require(op, y, "y", "the output, n*c*spatial values");
+    if ((running_mean == nullptr) != (running_var == nullptr))
+        invalid(op, std::string(running_mean ? "running_var" : "running_mean") + " is NULL but " +
+                        (running_mean ? "running_mean" : "running_var") +
+                        " is not; pass both (statistics tracked) or neither (not tracked)");
+    const bool tracked = running_mean != nullptr;
+    const bool cumulative = std::isnan(options->momentum);
+    if (tracked && cumulative && !num_batches_tracked)
+        invalid(op, "options->momentum is NaN (cumulative moving average) but num_batches_tracked is "
+                    "NULL; pass the batch counter, or a numeric momentum");
+    if (tracked && num_batches_tracked &&
+        (*num_batches_tracked < 0 || *num_batches_tracked == std::numeric_limits<int64_t>::max()))
+        invalid(op, "*num_batches_tracked = " + std::to_string(*num_batches_tracked) +
+                        " is out of range; it counts batches, from 0 (reset it to 0)");
+    if (p.g.per_channel() < 2)
+        invalid(op, "training needs more than 1 value per channel (n*spatial = " +
+                        std::to_string(p.g.per_channel()) +
+                        "): the batch variance is undefined; use a batch of at least 2, or inference");
+    const size_t data = static_cast<size_t>(p.g.numel()) * p.element_size;
+    const size_t param = static_cast<size_t>(p.g.c) * p.element_size;
+    check_overlaps(op, {{"x", x, data, false},
+                        {"weight", weight, param, false},
+                        {"bias", bias, param, false},
+                        {"running_mean", running_mean, param, true},
+                        {"running_var", running_var, param, true},
+                        {"num_batches_tracked", tracked ? num_batches_tracked : nullptr, sizeof(int64_t), true},
+                        {"y", y, data, true, {"x"}},
+                        {"save_mean", save_mean, param, true},
+                        {"save_invstd", save_invstd, param, true}});
+    const Implementation& impl = select(op, p);
+
+    RunningUpdate update;
+    int64_t count = 0;
+    if (tracked) {
+        update.enabled = true;
+        update.unbiased = options->running_var_unbiased == 1;
+        if (num_batches_tracked) count = *num_batches_tracked + 1;
+        update.factor = cumulative ? 1.0 / static_cast<double>(count) : options->momentum;
+    }
+    if (p.dtype == DType::f64)
+        impl.f64.forward_training({p.g, options->eps, update, in<double>(x), in<double>(weight),
+                                   in<double>(bias), out<double>(running_mean), out<double>(running_var),
+                                   out<double>(y), out<double>(save_mean), out<double>(save_invstd)});
+    else
+        impl.f32.forward_training({p.g, options->eps, update, in<float>(x), in<float>(weight),
+                                   in<float>(bias), out<float>(running_mean), out<float>(running_var),
+                                   out<float>(y), out<float>(save_mean), out<float>(save_invstd)});
+    if (tracked && num_batches_tracked) *num_batches_tracked = count;
+}
+
+void forward_inference(const char* op, const bnorm_desc* desc, const bnorm_options* options,
+                       const void* x, const void* weight, const void* bias,
+                       const void* running_mean, const void* running_var, void* y) {
+    const Problem p = check_desc(op, desc);
+    check_options_impl(op, options);
+    require(op, x, "x", "the input, n*c*spatial values");
+    require(op, y, "y", "the output, n*c*spatial values");
+    require(op, running_mean, "running_mean", "the c running means (inference normalizes with them)");
+    require(op, running_var, "running_var", "the c running variances (inference normalizes with them)");
+    const size_t data = static_cast<size_t>(p.g.numel()) * p.element_size;
+    const size_t param = static_cast<size_t>(p.g.c) * p.element_size;
+    check_overlaps(op, {{"x", x, data, false},
+                        {"weight", weight, param, false},
+                        {"bias", bias, param, false},
+                        {"running_mean", running_mean, param, false},
+                        {"running_var", running_var, param, false},
+                        {"y", y, data, true, {"x"}}});
+    const Implementation& impl = select(op, p);
+    if (p.dtype == DType::f64)
+        impl.f64.forward_inference({p.g, options->eps, in<double>(x), in<double>(weight), in<double>(bias),
+                                    in<double>(running_mean), in<double>(running_var), out<double>(y)});
+    else
+        impl.f32.forward_inference({p.g, options->eps, in<float>(x), in<float>(weight), in<float>(bias),
+                                    in<float>(running_mean), in<float>(running_var), out<float>(y)});
+}
+
+void backward(const char* op, const bnorm_desc* desc, const void* dy, const void* x,
+              const void* weight, const void* save_mean, const void* save_invstd, void* dx,
+              void* dweight, void* dbias) {
+    const Problem p = check_desc(op, desc);
+    require(op, dy, "dy", "the gradient of the loss with respect to y, n*c*spatial values");
+    require(op, x, "x", "the input of the forward pass, n*c*spatial values");
+    require(op, save_mean, "save_mean", "the batch means saved by the training forward pass");
+    require(op, save_invstd, "save_invstd", "the inverse standard deviations saved by the training forward pass");
+    require(op, dx, "dx", "the output gradient buffer, n*c*spatial values");
+    const size_t data = static_cast<size_t>(p.g.numel()) * p.element_size;
+    const size_t param = static_cast<size_t>(p.g.c) * p.element_size;
+    check_overlaps(op, {{"dy", dy, data, false},
+                        {"x", x, data, false},
+                        {"weight", weight, param, false},
+                        {"save_mean", save_mean, param, false},
+                        {"save_invstd", save_invstd, param, false},
+                        {"dx", dx, data, true, {"dy", "x"}},
+                        {"dweight", dweight, param, true},
+                        {"dbias", dbias, param, true}});
+    const Implementation& impl = select(op, p);
+    if (p.dtype == DType::f64)
+        impl.f64.backward({p.g, in<double>(dy), in<double>(x), in<double>(weight), in<double>(save_mean),
+                           in<double>(save_invstd), out<double>(dx), out<double>(dweight), out<double>(dbias)});
+    else
+        impl.f32.backward({p.g, in<float>(dy), in<float>(x), in<float>(weight), in<float>(save_mean),
+                           in<float>(save_invstd), out<float>(dx), out<float>(dweight), out<float>(dbias)});
+}
+
+void backward_inference(const char* op, const bnorm_desc* desc, const bnorm_options* options,
+                        const void* dy, const void* x, const void* weight,
+                        const void* running_mean, const void* running_var, void* dx,
+                        void* dweight, void* dbias) {
+    const Problem p = check_desc(op, desc);
+    check_options_impl(op, options);
+    require(op, dy, "dy", "the gradient of the loss with respect to y, n*c*spatial values");
+    require(op, x, "x", "the input of the forward pass, n*c*spatial values");
+    require(op, running_mean, "running_mean", "the c running means the forward pass used");
+    require(op, running_var, "running_var", "the c running variances the forward pass used");
+    require(op, dx, "dx", "the output gradient buffer, n*c*spatial values");
+    const size_t data = static_cast<size_t>(p.g.numel()) * p.element_size;
+    const size_t param = static_cast<size_t>(p.g.c) * p.element_size;
+    check_overlaps(op, {{"dy", dy, data, false},
+                        {"x", x, data, false},
+                        {"weight", weight, param, false},
+                        {"running_mean", running_mean, param, false},
+                        {"running_var", running_var, param, false},
+                        {"dx", dx, data, true, {"dy", "x"}},
+                        {"dweight", dweight, param, true},
+                        {"dbias", dbias, param, true}});
+    const Implementation& impl = select(op, p);
+    if (p.dtype == DType::f64)
+        impl.f64.backward_inference({p.g, options->eps, in<double>(dy), in<double>(x), in<double>(weight),
+                                     in<double>(running_mean), in<double>(running_var), out<double>(dx),
+                                     out<double>(dweight), out<double>(dbias)});
+    else
+        impl.f32.backward_inference({p.g, options->eps, in<float>(dy), in<float>(x), in<float>(weight),
+                                     in<float>(running_mean), in<float>(running_var), out<float>(dx),
+                                     out<float>(dweight), out<float>(dbias)});
+}
+
+}  // namespace bnorm::detail

@@ -1,0 +1,29 @@
+// threading.hpp: the thread count of the CPU kernels and the one parallel loop they use.
+// Work is always split into a number of chunks fixed by the problem, never by the thread count,
+// so results are bitwise identical for every thread count; threads only pick which chunks they run.
+#pragma once
+
+#include <cstdint>
+
+namespace bnorm::detail {
+
+int num_threads();
+int set_num_threads(int n);  // n <= 0: back to the default; returns the previous value
+
+// Calls body(i) for every i in [0, count), spread over num_threads() threads when the problem is
+// large enough to pay for it (work: elements touched in all). body must not throw.
+template <class Body>
+void parallel_for(int64_t count, int64_t work, Body&& body) {
+    constexpr int64_t kMinWorkPerThread = 1 << 15;
+    int64_t threads = num_threads();
+    if (threads > count) threads = count;
+    if (threads > work / kMinWorkPerThread) threads = work / kMinWorkPerThread;
+    if (threads <= 1) {
+        for (int64_t i = 0; i < count; ++i) body(i);
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(threads))
+    for (int64_t i = 0; i < count; ++i) body(i);
+}
+
+}  // namespace bnorm::detail
