@@ -65,7 +65,8 @@ typedef struct {
 
 /* Training forward. Required: desc, options, x, y. Optional: weight, bias (gamma = 1, beta = 0),
  * running_mean + running_var (together; NULL: statistics not tracked, nothing is updated),
- * num_batches_tracked (incremented when statistics are tracked; required when momentum is NaN),
+ * num_batches_tracked (incremented when statistics are tracked; required when they are tracked
+ * and momentum is NaN),
  * save_mean, save_invstd. Requires m = n*spatial >= 2. */
 BNORM_API bnorm_status bnorm_forward_training(const bnorm_desc* desc, const bnorm_options* options,
                                               const void* x, const void* weight, const void* bias,

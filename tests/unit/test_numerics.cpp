@@ -1,0 +1,221 @@
+// Numerical properties the contract promises beyond agreeing with the reference: robustness to
+// large offsets, exact behaviour on constant channels, the paper's scale invariance, results that
+// do not depend on the thread count, and in-place operation.
+#include <cstring>
+
+#include "common.hpp"
+
+namespace bnorm::test {
+namespace {
+
+// Exact mean and biased variance of channel c, in long double with two passes: the yardstick for
+// the robustness cases (independent of both kernels).
+template <class T>
+std::pair<long double, long double> exact_moments(const std::vector<T>& x, const Shape& s, int64_t c) {
+    const detail::Geometry g = geometry(s);
+    long double sum = 0, sq = 0;
+    for (int64_t n = 0; n < s.n; ++n)
+        for (int64_t p = 0; p < s.spatial; ++p) sum += static_cast<long double>(x[static_cast<size_t>(g.offset(n, c, p))]);
+    const long double m = static_cast<long double>(s.n * s.spatial), mean = sum / m;
+    for (int64_t n = 0; n < s.n; ++n)
+        for (int64_t p = 0; p < s.spatial; ++p) {
+            const long double d = static_cast<long double>(x[static_cast<size_t>(g.offset(n, c, p))]) - mean;
+            sq += d * d;
+        }
+    return {mean, sq / m};
+}
+
+// Runs forward_training with eps = 0 and returns the variance it used: 1/save_invstd^2.
+template <class T>
+std::vector<double> batch_variance(const Shape& s, const std::vector<T>& x) {
+    std::vector<T> y(x.size()), sm(static_cast<size_t>(s.c)), si(static_cast<size_t>(s.c));
+    forward_training<T>(s, Options{.eps = 0.0}, {.x = x, .y = y, .save_mean = sm, .save_invstd = si});
+    std::vector<double> var;
+    for (T v : si) var.push_back(1.0 / (static_cast<double>(v) * static_cast<double>(v)));
+    return var;
+}
+
+template <class T>
+void check_large_offset(double offset, double noise, Layout layout) {
+    // Several channels, a channel longer than one chunk so that chunk merging is exercised too.
+    const Shape s{16, 3, 4099, layout};
+    auto x = random_vector<T>(numel(s), 7, 0.0, noise);
+    for (auto& v : x) v = static_cast<T>(offset + static_cast<double>(v));
+    const auto var = batch_variance<T>(s, x);
+    for (int64_t c = 0; c < s.c; ++c) {
+        const double want = static_cast<double>(exact_moments(x, s, c).second);
+        EXPECT_NEAR(var[static_cast<size_t>(c)] / want, 1.0, 1e-4) << "channel " << c << ": variance "
+                                                                  << var[static_cast<size_t>(c)] << ", exact " << want;
+    }
+}
+
+TEST(Robustness, variance_of_1e6_plus_noise_1e_3_f64_channels_first) { check_large_offset<double>(1e6, 1e-3, Layout::channels_first); }
+TEST(Robustness, variance_of_1e6_plus_noise_1e_3_f64_channels_last) { check_large_offset<double>(1e6, 1e-3, Layout::channels_last); }
+TEST(Robustness, variance_of_1e4_plus_noise_1_f32_channels_first) { check_large_offset<float>(1e4, 1.0, Layout::channels_first); }
+TEST(Robustness, variance_of_1e4_plus_noise_1_f32_channels_last) { check_large_offset<float>(1e4, 1.0, Layout::channels_last); }
+
+// A constant channel has variance exactly 0: invstd = 1/sqrt(eps), y = beta exactly, the unbiased
+// running variance moves towards exactly 0, and the gradient with respect to x is exactly 0
+// (x_hat is 0 everywhere).
+template <class T>
+void check_constant_channel(Layout layout) {
+    const Shape s{5, 2, 33, layout};
+    std::vector<T> x(static_cast<size_t>(numel(s)));
+    const detail::Geometry g = geometry(s);
+    for (int64_t n = 0; n < s.n; ++n)
+        for (int64_t p = 0; p < s.spatial; ++p) {
+            x[static_cast<size_t>(g.offset(n, 0, p))] = T(3.25);
+            x[static_cast<size_t>(g.offset(n, 1, p))] = T(-1e3);
+        }
+    const std::vector<T> weight{T(2), T(3)}, bias{T(0.5), T(-7)};
+    std::vector<T> y(x.size()), sm(2), si(2), rm{T(0), T(0)}, rv{T(1), T(1)};
+    forward_training<T>(s, Options{.eps = 1e-5, .momentum = 1.0},
+                        {.x = x, .y = y, .weight = weight, .bias = bias, .running_mean = rm, .running_var = rv,
+                         .save_mean = sm, .save_invstd = si});
+    for (int64_t n = 0; n < s.n; ++n)
+        for (int64_t p = 0; p < s.spatial; ++p) {
+            ASSERT_EQ(y[static_cast<size_t>(g.offset(n, 0, p))], T(0.5));
+            ASSERT_EQ(y[static_cast<size_t>(g.offset(n, 1, p))], T(-7));
+        }
+    EXPECT_EQ(sm[0], T(3.25));
+    EXPECT_EQ(sm[1], T(-1e3));
+    EXPECT_EQ(si[0], static_cast<T>(1.0 / std::sqrt(1e-5)));
+    EXPECT_EQ(rv[0], T(0));
+    EXPECT_EQ(rv[1], T(0));
+    const auto dy = random_vector<T>(numel(s), 3);
+    std::vector<T> dx(x.size()), dw(2), db(2);
+    backward<T>(s, {.dy = dy, .x = x, .dx = dx, .weight = weight, .save_mean = sm, .save_invstd = si,
+                    .dweight = dw, .dbias = db});
+    // dx = gamma*invstd*(dy - mean(dy)) for a constant channel: compare with that, not with 0.
+    for (int64_t c = 0; c < s.c; ++c) {
+        double mean_dy = 0;
+        for (int64_t n = 0; n < s.n; ++n)
+            for (int64_t p = 0; p < s.spatial; ++p) mean_dy += static_cast<double>(dy[static_cast<size_t>(g.offset(n, c, p))]);
+        mean_dy /= static_cast<double>(s.n * s.spatial);
+        for (int64_t n = 0; n < s.n; ++n)
+            for (int64_t p = 0; p < s.spatial; ++p) {
+                const size_t i = static_cast<size_t>(g.offset(n, c, p));
+                const double want = static_cast<double>(weight[static_cast<size_t>(c)]) *
+                                    static_cast<double>(si[static_cast<size_t>(c)]) *
+                                    (static_cast<double>(dy[i]) - mean_dy);
+                ASSERT_NEAR(static_cast<double>(dx[i]), want, tolerance<T>() * (1 + std::abs(want)) * 100);
+            }
+        EXPECT_EQ(dw[static_cast<size_t>(c)], T(0)) << "x_hat is exactly 0, so dweight is exactly 0";
+    }
+}
+
+TEST(ConstantChannel, variance_is_exactly_zero_and_y_is_beta_f32_nchw) { check_constant_channel<float>(Layout::channels_first); }
+TEST(ConstantChannel, variance_is_exactly_zero_and_y_is_beta_f64_nhwc) { check_constant_channel<double>(Layout::channels_last); }
+
+// Ioffe & Szegedy, section 3.3: BN((a*W)u) = BN(Wu) for a > 0; with eps = 0 the outputs agree to
+// rounding and the gradient with respect to the layer input scales by 1/a.
+template <class T>
+void check_scale_invariance(Layout layout) {
+    const Shape s{8, 6, 25, layout};
+    const auto x = random_vector<T>(numel(s), 5, 0.3, 1.7);
+    const auto weight = random_vector<T>(s.c, 6, 1, 0.3), bias = random_vector<T>(s.c, 7);
+    const auto dy = random_vector<T>(numel(s), 8);
+    for (double a : {0.01, 3.0, 1000.0}) {
+        SCOPED_TRACE("a = " + std::to_string(a));
+        std::vector<T> ax(x.size());
+        for (size_t i = 0; i < x.size(); ++i) ax[i] = static_cast<T>(a * static_cast<double>(x[i]));
+        std::vector<T> y1(x.size()), y2(x.size()), sm1(6), si1(6), sm2(6), si2(6);
+        forward_training<T>(s, Options{.eps = 0.0}, {.x = x, .y = y1, .weight = weight, .bias = bias, .save_mean = sm1, .save_invstd = si1});
+        forward_training<T>(s, Options{.eps = 0.0}, {.x = ax, .y = y2, .weight = weight, .bias = bias, .save_mean = sm2, .save_invstd = si2});
+        expect_near(y2, y1, tolerance<T>() * 10, "BN(a*x) vs BN(x)");
+        std::vector<T> dx1(x.size()), dx2(x.size());
+        backward<T>(s, {.dy = dy, .x = x, .dx = dx1, .weight = weight, .save_mean = sm1, .save_invstd = si1});
+        backward<T>(s, {.dy = dy, .x = ax, .dx = dx2, .weight = weight, .save_mean = sm2, .save_invstd = si2});
+        for (auto& v : dx2) v = static_cast<T>(a * static_cast<double>(v));
+        expect_near(dx2, dx1, tolerance<T>() * 10, "a * dBN(a*x)/d(a*x) vs dBN(x)/dx");
+    }
+}
+
+TEST(ScaleInvariance, bn_of_scaled_input_equals_bn_of_input_f64_nchw) { check_scale_invariance<double>(Layout::channels_first); }
+TEST(ScaleInvariance, bn_of_scaled_input_equals_bn_of_input_f32_nhwc) { check_scale_invariance<float>(Layout::channels_last); }
+
+// Every output of every operation, bitwise, for 1, 2, 3 and 7 threads; shapes large enough that
+// the kernels really split the work over threads.
+template <class T>
+struct Outputs {
+    std::vector<T> y, save_mean, save_invstd, running_mean, running_var, y_inference, dx, dweight, dbias,
+        dx_inference, dweight_inference, dbias_inference;
+    bool operator==(const Outputs&) const = default;
+};
+
+template <class T>
+Outputs<T> run_all(const Shape& s, int threads) {
+    const int previous = set_num_threads(threads);
+    const int64_t C = s.c, N = numel(s);
+    const auto x = random_vector<T>(N, 1, 0.5, 2), dy = random_vector<T>(N, 2);
+    const auto weight = random_vector<T>(C, 3), bias = random_vector<T>(C, 4);
+    Outputs<T> o;
+    o.y.resize(x.size()); o.y_inference.resize(x.size()); o.dx.resize(x.size()); o.dx_inference.resize(x.size());
+    for (auto* v : {&o.save_mean, &o.save_invstd, &o.dweight, &o.dbias, &o.dweight_inference, &o.dbias_inference})
+        v->resize(static_cast<size_t>(C));
+    o.running_mean = random_vector<T>(C, 5);
+    o.running_var = random_positive<T>(C, 6);
+    int64_t counter = 0;
+    forward_training<T>(s, Options{}, {.x = x, .y = o.y, .weight = weight, .bias = bias, .running_mean = o.running_mean,
+                                       .running_var = o.running_var, .num_batches_tracked = &counter,
+                                       .save_mean = o.save_mean, .save_invstd = o.save_invstd});
+    forward_inference<T>(s, Options{}, {.x = x, .y = o.y_inference, .weight = weight, .bias = bias,
+                                        .running_mean = o.running_mean, .running_var = o.running_var});
+    backward<T>(s, {.dy = dy, .x = x, .dx = o.dx, .weight = weight, .save_mean = o.save_mean,
+                    .save_invstd = o.save_invstd, .dweight = o.dweight, .dbias = o.dbias});
+    backward_inference<T>(s, Options{}, {.dy = dy, .x = x, .dx = o.dx_inference, .weight = weight,
+                                         .running_mean = o.running_mean, .running_var = o.running_var,
+                                         .dweight = o.dweight_inference, .dbias = o.dbias_inference});
+    set_num_threads(previous);
+    return o;
+}
+
+template <class T>
+void check_thread_independence() {
+    for (Shape s : {Shape{4, 3, 70001}, Shape{64, 37, 301}, Shape{1024, 257, 1}, Shape{5, 1, 65536}}) {
+        for (Layout layout : {Layout::channels_first, Layout::channels_last}) {
+            s.layout = layout;
+            SCOPED_TRACE(shape_name(s));
+            const Outputs<T> one = run_all<T>(s, 1);
+            for (int threads : {2, 3, 7}) EXPECT_TRUE(run_all<T>(s, threads) == one) << threads << " threads differ from 1";
+        }
+    }
+}
+
+TEST(Threads, results_are_bitwise_identical_for_any_thread_count_f32) { check_thread_independence<float>(); }
+TEST(Threads, results_are_bitwise_identical_for_any_thread_count_f64) { check_thread_independence<double>(); }
+
+TEST(Threads, set_num_threads_returns_previous_and_nonpositive_restores_default) {
+    const int original = set_num_threads(5);
+    EXPECT_EQ(set_num_threads(2), 5);
+    EXPECT_EQ(num_threads(), 2);
+    set_num_threads(0);
+    EXPECT_GE(num_threads(), 1);
+    set_num_threads(original);
+}
+
+// In place: y = x and dx = dy give the same numbers as separate buffers.
+template <class T>
+void check_in_place(Layout layout) {
+    const Shape s{6, 5, 1111, layout};
+    const auto x = random_vector<T>(numel(s), 9, 1, 3), dy = random_vector<T>(numel(s), 10);
+    const auto weight = random_vector<T>(s.c, 11);
+    std::vector<T> y(x.size()), sm(5), si(5), dx(x.size());
+    forward_training<T>(s, Options{}, {.x = x, .y = y, .weight = weight, .save_mean = sm, .save_invstd = si});
+    backward<T>(s, {.dy = dy, .x = x, .dx = dx, .weight = weight, .save_mean = sm, .save_invstd = si});
+    std::vector<T> inout = x;
+    forward_training<T>(s, Options{}, {.x = inout, .y = inout, .weight = weight});
+    EXPECT_TRUE(inout == y) << "forward in place differs";
+    std::vector<T> grad = dy;
+    backward<T>(s, {.dy = grad, .x = x, .dx = grad, .weight = weight, .save_mean = sm, .save_invstd = si});
+    EXPECT_TRUE(grad == dx) << "backward with dx = dy differs";
+    std::vector<T> input = x;
+    backward<T>(s, {.dy = dy, .x = input, .dx = input, .weight = weight, .save_mean = sm, .save_invstd = si});
+    EXPECT_TRUE(input == dx) << "backward with dx = x differs";
+}
+
+TEST(InPlace, forward_and_backward_in_place_match_separate_buffers_f32_nchw) { check_in_place<float>(Layout::channels_first); }
+TEST(InPlace, forward_and_backward_in_place_match_separate_buffers_f64_nhwc) { check_in_place<double>(Layout::channels_last); }
+
+}  // namespace
+}  // namespace bnorm::test
