@@ -55,6 +55,25 @@ void for_each_run(const Geometry& g, int64_t c, int64_t i0, int64_t i1, Run&& ru
     }
 }
 
+// A sum with kLanes independent accumulators, so that the compiler can vectorize it (a single
+// accumulator is a chain of dependent additions it may not reorder). Element j of a run always
+// goes to lane j % kLanes, so the result depends only on the runs, never on threads.
+struct Lanes {
+    static constexpr int kLanes = 8;
+    double lane[kLanes] = {};
+
+    template <class Value>
+    void add(int64_t length, Value&& value) {
+        int64_t j = 0;
+        for (; j + kLanes <= length; j += kLanes)
+            for (int l = 0; l < kLanes; ++l) lane[l] += value(j + l);
+        for (; j < length; ++j) lane[j % kLanes] += value(j);
+    }
+    double total() const {
+        return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    }
+};
+
 // Scratch memory of the calling thread, reused across calls: no allocation once warmed up.
 double* workspace(size_t doubles) {
     thread_local std::vector<double> buffer;
@@ -98,24 +117,25 @@ void chunk_moments(const Plan& p, const T* x, double* mean, double* m2) {
         } else {
             const int64_t c = task / p.chunks, k = task % p.chunks;
             const int64_t i0 = p.begin(k), i1 = p.end(k);
-            double sum = 0.0;
+            Lanes sum;
             for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) {
                 const T* v = x + offset;
-                for (int64_t j = 0; j < length; ++j) sum += static_cast<double>(v[j]);
+                sum.add(length, [&](int64_t j) { return static_cast<double>(v[j]); });
             });
             const double count = static_cast<double>(i1 - i0);
-            const double mu = sum / count;
-            double sq = 0.0, correction = 0.0;
+            const double mu = sum.total() / count;
+            Lanes sq, correction;
             for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) {
                 const T* v = x + offset;
-                for (int64_t j = 0; j < length; ++j) {
+                sq.add(length, [&](int64_t j) {
                     const double d = static_cast<double>(v[j]) - mu;
-                    sq += d * d;
-                    correction += d;
-                }
+                    return d * d;
+                });
+                correction.add(length, [&](int64_t j) { return static_cast<double>(v[j]) - mu; });
             });
+            const double dev = correction.total();
             mean[k * C + c] = mu;
-            m2[k * C + c] = sq - correction * correction / count;
+            m2[k * C + c] = sq.total() - dev * dev / count;
         }
     });
 }
@@ -162,19 +182,16 @@ void chunk_backward_sums(const Plan& p, const T* dy, const T* x, const double* c
             }
         } else {
             const int64_t c = task / p.chunks, k = task % p.chunks;
-            double s0 = 0.0, s1 = 0.0;
+            Lanes s0, s1;
             const double mu = center[c];
             for_each_run(p.g, c, p.begin(k), p.end(k), [&](int64_t offset, int64_t length) {
                 const T* g = dy + offset;
                 const T* v = x + offset;
-                for (int64_t j = 0; j < length; ++j) {
-                    const double d = static_cast<double>(g[j]);
-                    s0 += d;
-                    s1 += d * (static_cast<double>(v[j]) - mu);
-                }
+                s0.add(length, [&](int64_t j) { return static_cast<double>(g[j]); });
+                s1.add(length, [&](int64_t j) { return static_cast<double>(g[j]) * (static_cast<double>(v[j]) - mu); });
             });
-            sum_dy[k * C + c] = s0;
-            sum_dy_centered[k * C + c] = s1;
+            sum_dy[k * C + c] = s0.total();
+            sum_dy_centered[k * C + c] = s1.total();
         }
     });
 }
