@@ -21,7 +21,8 @@
  * Errors: every entry point validates all arguments before writing anything. On failure it
  * returns a non-zero bnorm_status, writes nothing to any output, and bnorm_last_error() returns a
  * message (thread-local, valid until the next failing call on the same thread) naming the bad
- * argument and how to fix it. In-place use (y == x, dx == dy) is allowed; other overlaps are not.
+ * argument and how to fix it. In-place use (y == x; dx == dy or dx == x) is allowed; other overlaps
+ * are not.
  */
 #ifndef BNORM_BNORM_H
 #define BNORM_BNORM_H

@@ -13,10 +13,15 @@ namespace bnorm {
 namespace {
 
 template <class T>
-bnorm_desc to_desc(const Shape& s) {
+bnorm_desc to_desc(const char* op, const Shape& s) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+    // Checked here, before the conversion: an out-of-range value is not a bnorm_layout.
+    if (s.layout != Layout::channels_first && s.layout != Layout::channels_last)
+        throw InvalidArgument(std::string(op) + ": shape.layout = " + std::to_string(static_cast<int>(s.layout)) +
+                              " is not a layout; use Layout::channels_first or Layout::channels_last");
     return bnorm_desc{std::is_same_v<T, double> ? BNORM_F64 : BNORM_F32,
-                      static_cast<bnorm_layout>(s.layout), s.n, s.c, s.spatial};
+                      s.layout == Layout::channels_last ? BNORM_CHANNELS_LAST : BNORM_CHANNELS_FIRST, s.n, s.c,
+                      s.spatial};
 }
 
 // Element counts the spans must have; computed only after the shape itself is known to be valid
@@ -63,7 +68,7 @@ void forward_training(const Shape& shape, const Options& options, const ForwardT
     expect_size(op, z, "running_var", a.running_var, true, true);
     expect_size(op, z, "save_mean", a.save_mean, true, true);
     expect_size(op, z, "save_invstd", a.save_invstd, true, true);
-    const bnorm_desc d = to_desc<T>(shape);
+    const bnorm_desc d = to_desc<T>(op, shape);
     const bnorm_options o = detail::to_c_options(options);
     detail::forward_training(op, &d, &o, ptr(a.x), ptr(a.weight), ptr(a.bias), ptr(a.running_mean),
                              ptr(a.running_var), a.num_batches_tracked, ptr(a.y), ptr(a.save_mean),
@@ -80,7 +85,7 @@ void forward_inference(const Shape& shape, const Options& options, const Forward
     expect_size(op, z, "bias", a.bias, true, true);
     expect_size(op, z, "running_mean", a.running_mean, true, false);
     expect_size(op, z, "running_var", a.running_var, true, false);
-    const bnorm_desc d = to_desc<T>(shape);
+    const bnorm_desc d = to_desc<T>(op, shape);
     const bnorm_options o = detail::to_c_options(options);
     detail::forward_inference(op, &d, &o, ptr(a.x), ptr(a.weight), ptr(a.bias), ptr(a.running_mean),
                               ptr(a.running_var), ptr(a.y));
@@ -98,7 +103,7 @@ void backward(const Shape& shape, const BackwardArgs<T>& a) {
     expect_size(op, z, "save_invstd", a.save_invstd, true, false);
     expect_size(op, z, "dweight", a.dweight, true, true);
     expect_size(op, z, "dbias", a.dbias, true, true);
-    const bnorm_desc d = to_desc<T>(shape);
+    const bnorm_desc d = to_desc<T>(op, shape);
     detail::backward(op, &d, ptr(a.dy), ptr(a.x), ptr(a.weight), ptr(a.save_mean), ptr(a.save_invstd),
                      ptr(a.dx), ptr(a.dweight), ptr(a.dbias));
 }
@@ -115,7 +120,7 @@ void backward_inference(const Shape& shape, const Options& options, const Backwa
     expect_size(op, z, "running_var", a.running_var, true, false);
     expect_size(op, z, "dweight", a.dweight, true, true);
     expect_size(op, z, "dbias", a.dbias, true, true);
-    const bnorm_desc d = to_desc<T>(shape);
+    const bnorm_desc d = to_desc<T>(op, shape);
     const bnorm_options o = detail::to_c_options(options);
     detail::backward_inference(op, &d, &o, ptr(a.dy), ptr(a.x), ptr(a.weight), ptr(a.running_mean),
                                ptr(a.running_var), ptr(a.dx), ptr(a.dweight), ptr(a.dbias));

@@ -75,9 +75,13 @@ void BatchNorm<T>::backward(const Shape& shape, std::span<const T> x, std::span<
     if (saved_ == Saved::nothing)
         throw InvalidArgument(std::string(op) + ": no forward pass to differentiate; call forward() "
                               "on the same input first");
+    auto text = [](const Shape& s) {
+        return "(n = " + std::to_string(s.n) + ", c = " + std::to_string(s.c) + ", spatial = " +
+               std::to_string(s.spatial) + (s.layout == Layout::channels_last ? ", channels_last)" : ", channels_first)");
+    };
     if (shape.n != saved_shape_.n || shape.spatial != saved_shape_.spatial || shape.layout != saved_shape_.layout)
-        throw InvalidArgument(std::string(op) + ": shape differs from the last forward() call; pass "
-                              "the shape and input of that call");
+        throw InvalidArgument(std::string(op) + ": shape " + text(shape) + " differs from the last forward() call's " +
+                              text(saved_shape_) + "; pass the shape and input of that call");
     std::span<T> dweight = grad_weight_, dbias = grad_bias_;
     if (saved_ == Saved::batch_statistics)
         bnorm::backward<T>(shape, {.dy = dy, .x = x, .dx = dx, .weight = weight_, .save_mean = save_mean_,

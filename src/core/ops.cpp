@@ -2,6 +2,9 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <limits>
 #include <string>
@@ -16,6 +19,26 @@ namespace {
     throw InvalidArgument(std::string(op) + ": " + message);
 }
 
+// Messages use the caller's words: C callers set desc->n and pass NULL, C++ callers set shape.n
+// and pass an empty span. The C++ API's ops are named "bnorm::...".
+bool from_cpp(const char* op) { return std::strncmp(op, "bnorm::", 7) == 0; }
+std::string field(const char* op, const char* c_name, const char* cpp_name) {
+    return from_cpp(op) ? cpp_name : c_name;
+}
+std::string missing(const char* op) { return from_cpp(op) ? " is missing (an empty span)" : " is NULL"; }
+
+// Shortest round-trip text of a double: -1e-09, not -0.000000.
+std::string number(double v) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.17g", v);
+    for (int precision = 1; precision < 17; ++precision) {
+        char shorter[32];
+        std::snprintf(shorter, sizeof shorter, "%.*g", precision, v);
+        if (std::strtod(shorter, nullptr) == v) return shorter;
+    }
+    return text;
+}
+
 struct Problem {
     DType dtype;
     Geometry g;
@@ -26,29 +49,37 @@ Problem check_desc(const char* op, const bnorm_desc* desc) {
     if (!desc) invalid(op, "desc is NULL; pass a bnorm_desc with dtype, layout, n, c and spatial");
     DType dtype;
     size_t element_size;
-    switch (static_cast<int>(desc->dtype)) {
+    // Read the enums as plain ints: a C caller may store any int there, and loading an
+    // out-of-range value as the enum type would be undefined behaviour.
+    static_assert(sizeof(bnorm_dtype) == sizeof(int) && sizeof(bnorm_layout) == sizeof(int));
+    int dtype_value = 0, layout_value = 0;
+    std::memcpy(&dtype_value, &desc->dtype, sizeof dtype_value);
+    std::memcpy(&layout_value, &desc->layout, sizeof layout_value);
+    switch (dtype_value) {
         case BNORM_F32: dtype = DType::f32; element_size = 4; break;
         case BNORM_F64: dtype = DType::f64; element_size = 8; break;
         case BNORM_BF16: dtype = DType::bf16; element_size = 2; break;
         case BNORM_F16: dtype = DType::f16; element_size = 2; break;
         default:
-            invalid(op, "desc->dtype = " + std::to_string(static_cast<int>(desc->dtype)) +
+            invalid(op, "desc->dtype = " + std::to_string(dtype_value) +
                             " is not a bnorm_dtype; use BNORM_F32 (0), BNORM_F64 (1), BNORM_BF16 (2) "
                             "or BNORM_F16 (3)");
     }
     Layout layout;
-    switch (static_cast<int>(desc->layout)) {
+    switch (layout_value) {
         case BNORM_CHANNELS_FIRST: layout = Layout::channels_first; break;
         case BNORM_CHANNELS_LAST: layout = Layout::channels_last; break;
         default:
-            invalid(op, "desc->layout = " + std::to_string(static_cast<int>(desc->layout)) +
-                            " is not a bnorm_layout; use BNORM_CHANNELS_FIRST (0) or "
-                            "BNORM_CHANNELS_LAST (1)");
+            invalid(op, field(op, "desc->layout", "shape.layout") + " = " + std::to_string(layout_value) +
+                            " is not a layout; use " +
+                            field(op, "BNORM_CHANNELS_FIRST (0) or BNORM_CHANNELS_LAST (1)",
+                                  "Layout::channels_first or Layout::channels_last"));
     }
     const std::pair<const char*, int64_t> sizes[] = {{"n", desc->n}, {"c", desc->c}, {"spatial", desc->spatial}};
+    const std::string prefix = field(op, "desc->", "shape.");
     for (const auto& [name, value] : sizes)
         if (value <= 0)
-            invalid(op, std::string("desc->") + name + " = " + std::to_string(value) +
+            invalid(op, prefix + name + " = " + std::to_string(value) +
                             " must be at least 1 (spatial is 1 for (N, C) input)");
     int64_t numel = 0;
     int64_t bytes = 0;
@@ -56,27 +87,32 @@ Problem check_desc(const char* op, const bnorm_desc* desc) {
         __builtin_mul_overflow(numel, desc->spatial, &numel) ||
         __builtin_mul_overflow(numel, static_cast<int64_t>(element_size), &bytes) ||
         bytes > std::numeric_limits<std::ptrdiff_t>::max())
-        invalid(op, "desc->n * desc->c * desc->spatial = " + std::to_string(desc->n) + " * " +
+        invalid(op, prefix + "n * " + prefix + "c * " + prefix + "spatial = " + std::to_string(desc->n) + " * " +
                         std::to_string(desc->c) + " * " + std::to_string(desc->spatial) +
                         " elements overflow the address space; check the sizes");
     return Problem{dtype, Geometry{layout, desc->n, desc->c, desc->spatial}, element_size};
 }
 
-void check_options_impl(const char* op, const bnorm_options* options) {
+// Inference uses only eps; training also momentum and running_var_unbiased.
+enum class Uses { eps, all };
+
+void check_options_impl(const char* op, const bnorm_options* options, Uses uses) {
     if (!options) invalid(op, "options is NULL; pass a bnorm_options, e.g. {1e-5, 0.1, 1}");
+    const std::string prefix = field(op, "options->", "options.");
     if (!(options->eps >= 0.0) || !std::isfinite(options->eps))
-        invalid(op, "options->eps = " + std::to_string(options->eps) +
+        invalid(op, prefix + "eps = " + number(options->eps) +
                         " must be a finite number >= 0 (PyTorch's default is 1e-5)");
+    if (uses == Uses::eps) return;
     if (std::isinf(options->momentum))
-        invalid(op, "options->momentum is infinite; use a finite value (0.1 is PyTorch's default) "
-                    "or NaN for the cumulative moving average");
+        invalid(op, prefix + "momentum is infinite; use a finite value (0.1 is PyTorch's default) or " +
+                        field(op, "NaN", "std::nullopt") + " for the cumulative moving average");
     if (options->running_var_unbiased != 0 && options->running_var_unbiased != 1)
-        invalid(op, "options->running_var_unbiased = " + std::to_string(options->running_var_unbiased) +
+        invalid(op, prefix + "running_var_unbiased = " + std::to_string(options->running_var_unbiased) +
                         " must be 1 (unbiased, PyTorch) or 0 (biased, ONNX)");
 }
 
 void require(const char* op, const void* p, const char* name, const char* what) {
-    if (!p) invalid(op, std::string(name) + " is NULL; it is required: pass " + what);
+    if (!p) invalid(op, std::string(name) + missing(op) + "; it is required: pass " + what);
 }
 
 // A buffer of the call, for the overlap check: outputs may not overlap any other buffer, except
@@ -128,25 +164,26 @@ T* out(void* p) { return static_cast<T*>(p); }
 
 }  // namespace
 
-void check_options(const char* op, const bnorm_options* options) { check_options_impl(op, options); }
+void check_options(const char* op, const bnorm_options* options) { check_options_impl(op, options, Uses::all); }
 
 void forward_training(const char* op, const bnorm_desc* desc, const bnorm_options* options,
                       const void* x, const void* weight, const void* bias, void* running_mean,
                       void* running_var, int64_t* num_batches_tracked, void* y, void* save_mean,
                       void* save_invstd) {
     const Problem p = check_desc(op, desc);
-    check_options_impl(op, options);
+    check_options_impl(op, options, Uses::all);
     require(op, x, "x", "the input, n*c*spatial values");
     require(op, y, "y", "the output, n*c*spatial values");
     if ((running_mean == nullptr) != (running_var == nullptr))
-        invalid(op, std::string(running_mean ? "running_var" : "running_mean") + " is NULL but " +
+        invalid(op, std::string(running_mean ? "running_var" : "running_mean") + missing(op) + " but " +
                         (running_mean ? "running_mean" : "running_var") +
                         " is not; pass both (statistics tracked) or neither (not tracked)");
     const bool tracked = running_mean != nullptr;
     const bool cumulative = std::isnan(options->momentum);
     if (tracked && cumulative && !num_batches_tracked)
-        invalid(op, "options->momentum is NaN (cumulative moving average) but num_batches_tracked is "
-                    "NULL; pass the batch counter, or a numeric momentum");
+        invalid(op, field(op, "options->momentum is NaN", "options.momentum is std::nullopt") +
+                        " (cumulative moving average) but num_batches_tracked" + missing(op) +
+                        "; pass the batch counter, or a numeric momentum");
     if (tracked && num_batches_tracked &&
         (*num_batches_tracked < 0 || *num_batches_tracked == std::numeric_limits<int64_t>::max()))
         invalid(op, "*num_batches_tracked = " + std::to_string(*num_batches_tracked) +
@@ -191,7 +228,7 @@ void forward_inference(const char* op, const bnorm_desc* desc, const bnorm_optio
                        const void* x, const void* weight, const void* bias,
                        const void* running_mean, const void* running_var, void* y) {
     const Problem p = check_desc(op, desc);
-    check_options_impl(op, options);
+    check_options_impl(op, options, Uses::eps);
     require(op, x, "x", "the input, n*c*spatial values");
     require(op, y, "y", "the output, n*c*spatial values");
     require(op, running_mean, "running_mean", "the c running means (inference normalizes with them)");
@@ -246,7 +283,7 @@ void backward_inference(const char* op, const bnorm_desc* desc, const bnorm_opti
                         const void* running_mean, const void* running_var, void* dx,
                         void* dweight, void* dbias) {
     const Problem p = check_desc(op, desc);
-    check_options_impl(op, options);
+    check_options_impl(op, options, Uses::eps);
     require(op, dy, "dy", "the gradient of the loss with respect to y, n*c*spatial values");
     require(op, x, "x", "the input of the forward pass, n*c*spatial values");
     require(op, running_mean, "running_mean", "the c running means the forward pass used");
