@@ -1,137 +1,151 @@
-// The bnorm command. For now one job, `bnorm demo`: a forward and backward pass of a BatchNorm
-// module on random data, printing what each step did. It holds no maths: it calls the library.
+// The bnorm command: parses (CLI11), calls the training system, reports progress, writes results.
+// It holds no maths.
+//   bnorm train      one training run -> DIR/metrics.csv, DIR/summary.json, DIR/model.safetensors
+//   bnorm eval       test accuracy and loss of a checkpoint
+//   bnorm experiment one experiment (or all) end to end -> DIR/report.html
+//   bnorm demo       one forward and backward pass of a BatchNorm module, explained
 #include <CLI/CLI.hpp>
-#include <cmath>
+#include <cblas.h>
 #include <cstdio>
-#include <random>
-#include <vector>
+#include <filesystem>
+#include <string>
 
 #include "bnorm/bnorm.hpp"
+#include "bnorm/nn/trainer.hpp"
+#include "demo.hpp"
+#include "experiments.hpp"
+#include "outputs.hpp"
+#include "progress.hpp"
 
 namespace {
 
-struct DemoSettings {
-    int64_t n = 8, c = 3, spatial = 16;
-    bool channels_last = false;
-    unsigned seed = 1;
-    int threads = 0;
-};
+namespace fs = std::filesystem;
+using bnorm::nn::TrainConfig;
 
-// Mean and biased variance of channel c of a channels-first or channels-last tensor: for printing.
-std::pair<double, double> channel_moments(const std::vector<float>& v, const bnorm::Shape& s, int64_t c) {
-    double sum = 0, sq = 0;
-    const int64_t m = s.n * s.spatial;
-    for (int64_t n = 0; n < s.n; ++n)
-        for (int64_t p = 0; p < s.spatial; ++p) {
-            const int64_t i = s.layout == bnorm::Layout::channels_first ? (n * s.c + c) * s.spatial + p
-                                                                        : (n * s.spatial + p) * s.c + c;
-            sum += v[static_cast<size_t>(i)];
-        }
-    const double mean = sum / static_cast<double>(m);
-    for (int64_t n = 0; n < s.n; ++n)
-        for (int64_t p = 0; p < s.spatial; ++p) {
-            const int64_t i = s.layout == bnorm::Layout::channels_first ? (n * s.c + c) * s.spatial + p
-                                                                        : (n * s.spatial + p) * s.c + c;
-            sq += (v[static_cast<size_t>(i)] - mean) * (v[static_cast<size_t>(i)] - mean);
-        }
-    return {mean, sq / static_cast<double>(m)};
+// One thread count for both engines: libbnorm's kernels and OpenBLAS's matrix products.
+void set_threads(int threads) {
+    if (threads <= 0) return;
+    bnorm::set_num_threads(threads);
+    openblas_set_num_threads(threads);
 }
 
-int run_demo(const DemoSettings& d) {
-    if (d.threads > 0) bnorm::set_num_threads(d.threads);
-    const bnorm::Shape shape{d.n, d.c, d.spatial,
-                             d.channels_last ? bnorm::Layout::channels_last : bnorm::Layout::channels_first};
-    const auto numel = static_cast<size_t>(d.n * d.c * d.spatial);
-    std::mt19937 rng(d.seed);
-    std::vector<float> x(numel), y(numel), dy(numel), dx(numel);
-    // Each channel gets its own offset and scale, so that normalization visibly does something.
-    for (size_t i = 0; i < numel; ++i) {
-        const int64_t c = d.channels_last ? static_cast<int64_t>(i) % d.c
-                                          : (static_cast<int64_t>(i) / d.spatial) % d.c;
-        x[i] = static_cast<float>(3.0 * static_cast<double>(c + 1)) +
-               static_cast<float>(c + 1) * std::normal_distribution<float>(0.f, 1.f)(rng);
-    }
-    bnorm::BatchNorm<float> bn({.num_features = d.c});
-    std::printf("bnorm %s demo: BatchNorm<float> over x of shape n=%lld c=%lld spatial=%lld (%s), %d thread(s)\n",
-                bnorm::version(), static_cast<long long>(d.n), static_cast<long long>(d.c),
-                static_cast<long long>(d.spatial), d.channels_last ? "channels-last" : "channels-first",
-                bnorm::num_threads());
+void add_train_options(CLI::App* cmd, TrainConfig& c, int& threads) {
+    cmd->add_option("--model", c.model, "mlp (the paper's 784-100-100-100-10 sigmoid network) or cnn")
+        ->check(CLI::IsMember({"mlp", "cnn"}))->capture_default_str();
+    cmd->add_flag("--bn,!--no-bn", c.batch_norm, "with batch normalization (default) or without")->capture_default_str();
+    cmd->add_option("--optimizer", c.optimizer, "sgd or adam")->check(CLI::IsMember({"sgd", "adam"}))->capture_default_str();
+    cmd->add_option("--lr", c.lr, "learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--momentum", c.momentum, "SGD momentum (default: none, plain SGD)")->check(CLI::Range(0.0, 0.999999));
+    cmd->add_option("--weight-decay", c.weight_decay, "L2 weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
+    cmd->add_option("--schedule", c.schedule, "learning-rate schedule: constant, step (x0.1 at 50% and 75%) or cosine")
+        ->check(CLI::IsMember({"constant", "step", "cosine"}))->capture_default_str();
+    cmd->add_option("--batch", c.batch, "mini-batch size")->check(CLI::Range(int64_t{2}, int64_t{60000}))->capture_default_str();
+    auto* steps = cmd->add_option("--steps", c.steps, "training steps")->check(CLI::Range(int64_t{1}, int64_t{100000000}));
+    auto* epochs = cmd->add_option("--epochs", c.epochs, "training epochs (instead of --steps)")
+                       ->check(CLI::Range(int64_t{1}, int64_t{100000}));
+    steps->excludes(epochs);
+    cmd->add_option("--seed", c.seed, "random seed (initialization, shuffling, dropout)")->capture_default_str();
+    cmd->add_option("--init", c.init, "mlp initialization: gaussian (N(0, 0.1^2), the paper's), he or xavier")
+        ->check(CLI::IsMember({"gaussian", "he", "xavier"}))->capture_default_str();
+    cmd->add_option("--dropout", c.dropout, "mlp: dropout probability after each hidden layer")
+        ->check(CLI::Range(0.0, 0.95))->capture_default_str();
+    cmd->add_flag("--channels-last", c.channels_last, "cnn: keep activations channels-last (NHWC)");
+    cmd->add_option("--eval-every", c.eval_every, "steps between evaluations")->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--data", c.data_dir, "Fashion-MNIST directory (IDX files, gzipped or not)")->capture_default_str();
+    cmd->add_option("--threads", threads, "threads (default: BNORM_NUM_THREADS or the cores)")->check(CLI::Range(1, 4096));
+}
 
-    bn.forward(shape, x, y);
-    std::printf("\n1. training forward: each channel normalized with its batch mean and variance\n");
-    std::printf("   %-8s %12s %12s %12s %12s %14s %14s\n", "channel", "x mean", "x var", "y mean", "y var",
-                "running_mean", "running_var");
-    for (int64_t c = 0; c < d.c; ++c) {
-        const auto [xm, xv] = channel_moments(x, shape, c);
-        const auto [ym, yv] = channel_moments(y, shape, c);
-        std::printf("   %-8lld %12.5f %12.5f %12.2e %12.6f %14.5f %14.5f\n", static_cast<long long>(c), xm, xv,
-                    ym, yv, static_cast<double>(bn.running_mean()[static_cast<size_t>(c)]),
-                    static_cast<double>(bn.running_var()[static_cast<size_t>(c)]));
-    }
-    std::printf("   num_batches_tracked = %lld (running = 0.9*running + 0.1*batch, unbiased running_var)\n",
-                static_cast<long long>(bn.num_batches_tracked()));
+int train(TrainConfig config, const fs::path& out, const std::optional<fs::path>& resume) {
+    fs::create_directories(out);
+    config.checkpoint_path = out / "checkpoint.safetensors";
+    bnorm::nn::Trainer trainer(config);
+    if (resume) trainer.resume(*resume);
+    bnorm::app::Progress progress("train " + config.model + (config.batch_norm ? "+bn" : ""), trainer.total_steps());
+    const bnorm::nn::TrainResult result = trainer.run([&](const bnorm::nn::TrainProgress& p) {
+        progress.update(p.step, {{"loss", p.loss}, {"acc", p.accuracy}});
+    });
+    trainer.save(out / "model.safetensors");
+    bnorm::app::write_metrics_csv(out / "metrics.csv", result);
+    bnorm::app::write_summary_json(out / "summary.json", trainer.config(), result);
+    const auto& last = result.last();
+    progress.finish(std::string(result.diverged ? "DIVERGED (loss not finite); " : "") + "test accuracy " +
+                    std::to_string(last.test_accuracy) + ", " + std::to_string(static_cast<long long>(result.steps_per_second())) +
+                    " steps/s; wrote " + (out / "metrics.csv").string() + ", summary.json, model.safetensors");
+    return 0;
+}
 
-    // Loss L = 1/2 * sum(y - 1)^2, so dL/dy = y - 1.
-    double loss = 0;
-    for (size_t i = 0; i < numel; ++i) {
-        dy[i] = y[i] - 1.0f;
-        loss += 0.5 * static_cast<double>(dy[i]) * static_cast<double>(dy[i]);
-    }
-    bn.backward(shape, x, dy, dx);
-    std::printf("\n2. backward of L = 1/2 sum (y - 1)^2 = %.4f\n", loss);
-    std::printf("   %-8s %14s %14s %14s\n", "channel", "dL/dgamma", "dL/dbeta", "sum dL/dx");
-    for (int64_t c = 0; c < d.c; ++c) {
-        const auto [dxm, dxv] = channel_moments(dx, shape, c);
-        (void)dxv;
-        std::printf("   %-8lld %14.5f %14.5f %14.2e\n", static_cast<long long>(c),
-                    static_cast<double>(bn.grad_weight()[static_cast<size_t>(c)]),
-                    static_cast<double>(bn.grad_bias()[static_cast<size_t>(c)]),
-                    dxm * static_cast<double>(d.n * d.spatial));
-    }
-    std::printf("   (sum dL/dx per channel is 0: shifting a channel's input does not change its output)\n");
-
-    bn.eval();
-    bn.forward(shape, x, y);
-    std::printf("\n3. inference forward with the running statistics (after one batch they are still near 0 and 1)\n");
-    for (int64_t c = 0; c < d.c; ++c) {
-        const auto [ym, yv] = channel_moments(y, shape, c);
-        std::printf("   channel %lld: y mean %.4f, y var %.4f\n", static_cast<long long>(c), ym, yv);
-    }
+int eval(const fs::path& checkpoint, const fs::path& data) {
+    const bnorm::nn::EvalPoint p = bnorm::nn::evaluate_checkpoint(checkpoint, data);
+    std::printf("%s: test accuracy %.4f, test loss %.4f (step %lld)\n", checkpoint.string().c_str(), p.test_accuracy,
+                p.test_loss, static_cast<long long>(p.step));
     return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"bnorm: batch normalization for deep neural networks"};
+    CLI::App app{"bnorm: batch normalization for deep neural networks, and the experiments that test its claims"};
     app.set_version_flag("--version", std::string("bnorm ") + bnorm::version());
     app.require_subcommand(1);
-    DemoSettings d;
-    CLI::App* demo = app.add_subcommand("demo", "one forward and backward pass of a BatchNorm module, explained");
-    demo->add_option("--n", d.n, "batch size")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-    demo->add_option("--c", d.c, "channels")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
-    demo->add_option("--spatial", d.spatial, "spatial positions per channel (H*W)")
-        ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-    demo->add_flag("--channels-last", d.channels_last, "use the channels-last (NHWC) layout");
-    demo->add_option("--seed", d.seed, "random seed");
-    demo->add_option("--threads", d.threads, "threads (default: BNORM_NUM_THREADS or the cores)")
-        ->check(CLI::Range(1, 4096));
+
+    TrainConfig config;
+    config.steps = 0;
+    int threads = 0;
+    fs::path out = "runs/train";
+    std::optional<fs::path> resume;
+    std::optional<int64_t> stop_after;
+    int64_t checkpoint_every = 0;
+    CLI::App* train_cmd = app.add_subcommand("train", "train a network on Fashion-MNIST");
+    add_train_options(train_cmd, config, threads);
+    train_cmd->add_option("--out", out, "output directory")->capture_default_str();
+    train_cmd->add_option("--resume", resume, "continue from a checkpoint (model.safetensors or checkpoint.safetensors)")
+        ->check(CLI::ExistingFile);
+    train_cmd->add_option("--checkpoint-every", checkpoint_every, "steps between checkpoints to DIR/checkpoint.safetensors")
+        ->check(CLI::NonNegativeNumber);
+    train_cmd->add_option("--stop-after", stop_after, "stop after this many steps (as if interrupted; resume later)")
+        ->check(CLI::NonNegativeNumber);
+
+    fs::path checkpoint, eval_data = bnorm::nn::default_fashion_mnist_dir();
+    CLI::App* eval_cmd = app.add_subcommand("eval", "test accuracy and loss of a checkpoint");
+    eval_cmd->add_option("--checkpoint", checkpoint, "a model.safetensors written by bnorm train")->required()
+        ->check(CLI::ExistingFile);
+    eval_cmd->add_option("--data", eval_data, "Fashion-MNIST directory")->capture_default_str();
+    eval_cmd->add_option("--threads", threads, "threads")->check(CLI::Range(1, 4096));
+
+    bnorm::app::ExperimentOptions experiment;
+    CLI::App* experiment_cmd = app.add_subcommand("experiment", "run an experiment end to end and write DIR/report.html");
+    experiment_cmd->add_option("name", experiment.name, "paper-mnist, learning-rate, regularization, convnet or all")
+        ->required()->check(CLI::IsMember(bnorm::app::experiment_names()));
+    experiment_cmd->add_option("--out", experiment.out, "output directory (default: runs/NAME)");
+    experiment_cmd->add_option("--seeds", experiment.seeds, "seeds per configuration")->check(CLI::Range(1, 100))->capture_default_str();
+    experiment_cmd->add_option("--steps", experiment.steps, "training steps per run (default: the experiment's own)")
+        ->check(CLI::Range(int64_t{100}, int64_t{10000000}));
+    experiment_cmd->add_option("--data", experiment.data_dir, "Fashion-MNIST directory")->capture_default_str();
+    experiment_cmd->add_option("--threads", threads, "threads")->check(CLI::Range(1, 4096));
+
+    bnorm::app::DemoSettings demo;
+    CLI::App* demo_cmd = app.add_subcommand("demo", "one forward and backward pass of a BatchNorm module, explained");
+    bnorm::app::add_demo_options(demo_cmd, demo);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
     }
     try {
-        if (demo->parsed()) {
-            if (d.n * d.spatial < 2) {
-                std::fprintf(stderr, "bnorm demo: --n times --spatial must be at least 2 (training needs 2 values per channel)\n");
-                return 2;
-            }
-            return run_demo(d);
+        set_threads(threads);
+        if (train_cmd->parsed()) {
+            if (config.steps == 0 && config.epochs == 0) config.steps = 50000;
+            config.stop_after = stop_after;
+            config.checkpoint_every = checkpoint_every;
+            return train(config, out, resume);
         }
-    } catch (const bnorm::Error& e) {
-        std::fprintf(stderr, "bnorm: %s\n", e.what());
-        return 1;
+        if (eval_cmd->parsed()) return eval(checkpoint, eval_data);
+        if (experiment_cmd->parsed()) {
+            experiment.command = bnorm::app::command_line(argc, argv);
+            return bnorm::app::run_experiment(experiment);
+        }
+        if (demo_cmd->parsed()) return bnorm::app::run_demo(demo);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bnorm: %s\n", e.what());
         return 1;

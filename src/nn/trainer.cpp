@@ -1,0 +1,312 @@
+// trainer.cpp: the training loop. Per step: next batch -> forward -> softmax cross-entropy ->
+// backward -> optimizer step. Every `eval_every` steps: accuracy and loss on eval_examples test
+// and training images in evaluation mode, and the probe percentiles. Time spent evaluating is
+// not counted in `seconds`, so steps/s measures training alone.
+#include "bnorm/nn/trainer.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+#include "bnorm/nn/checkpoint.hpp"
+#include "bnorm/nn/loss.hpp"
+#include "bnorm/nn/models.hpp"
+#include "bnorm/nn/optim.hpp"
+
+namespace bnorm::nn {
+namespace {
+
+[[noreturn]] void bad(const std::string& message) { throw std::invalid_argument(message); }
+
+void validate(const TrainConfig& c) {
+    if (c.model != "mlp" && c.model != "cnn") bad("--model " + c.model + " is not a model; use mlp or cnn");
+    if (c.optimizer != "sgd" && c.optimizer != "adam")
+        bad("--optimizer " + c.optimizer + " is not an optimizer; use sgd or adam");
+    if (c.schedule != "constant" && c.schedule != "step" && c.schedule != "cosine")
+        bad("--schedule " + c.schedule + " is not a schedule; use constant, step or cosine");
+    if (c.init != "gaussian" && c.init != "he" && c.init != "xavier")
+        bad("--init " + c.init + " is not an initialization; use gaussian, he or xavier");
+    if (!(c.lr > 0) || !std::isfinite(c.lr)) bad("--lr must be a positive number");
+    if (c.momentum && (!(*c.momentum >= 0) || *c.momentum >= 1)) bad("--momentum must be in [0, 1)");
+    if (!(c.weight_decay >= 0)) bad("--weight-decay must be >= 0");
+    if (!(c.dropout >= 0 && c.dropout < 1)) bad("--dropout must be in [0, 1)");
+    if (c.batch < 2 || c.batch > 60000) bad("--batch must be between 2 and 60000 (batch normalization needs 2)");
+    if (c.steps < 0 || c.epochs < 0) bad("--steps and --epochs must be >= 0");
+    if (c.steps == 0 && c.epochs == 0) bad("give --steps N or --epochs N");
+    if (c.steps > 0 && c.epochs > 0) bad("give --steps or --epochs, not both");
+    if (c.eval_every < 1) bad("--eval-every must be >= 1");
+    if (c.eval_examples < 1) bad("--eval-examples must be >= 1");
+    if (c.stop_after && *c.stop_after < 0) bad("--stop-after must be >= 0");
+    if (c.checkpoint_every < 0) bad("--checkpoint-every must be >= 0");
+    if (c.channels_last && c.model != "cnn") bad("--channels-last applies to --model cnn only");
+    if (c.dropout > 0 && c.model != "mlp") bad("--dropout applies to --model mlp only");
+}
+
+// The layer whose output feeds the last hidden sigmoid: the layer just before the last Sigmoid.
+size_t find_probe_layer(Sequential& model) {
+    size_t last_sigmoid = 0;
+    for (size_t i = 0; i < model.size(); ++i)
+        if (model[i].type() == "Sigmoid") last_sigmoid = i;
+    return last_sigmoid > 0 ? last_sigmoid - 1 : 0;
+}
+
+double percentile(std::vector<float>& v, double q) {
+    if (v.empty()) return 0;
+    const size_t k = static_cast<size_t>(q * static_cast<double>(v.size() - 1));
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+    return v[k];
+}
+
+// Copies examples [begin, begin + n) of data into images (n, 1, rows, cols), scaled to [0, 1].
+void copy_examples(const Dataset& data, int64_t begin, int64_t n, Tensor& images, std::vector<int32_t>& labels) {
+    const int64_t pixels = data.rows * data.cols;
+    images.resize({n, 1, data.rows, data.cols});
+    labels.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+        const uint8_t* src = data.pixels.data() + (begin + i) * pixels;
+        float* dst = images.data() + i * pixels;
+        for (int64_t p = 0; p < pixels; ++p) dst[p] = static_cast<float>(src[p]) / 255.0f;
+        labels[static_cast<size_t>(i)] = data.labels[static_cast<size_t>(begin + i)];
+    }
+}
+
+std::string to_text(double v) {
+    std::ostringstream s;
+    s.precision(17);
+    s << v;
+    return s.str();
+}
+
+}  // namespace
+
+std::map<std::string, std::string> config_to_metadata(const TrainConfig& c) {
+    return {{"model", c.model},
+            {"batch_norm", c.batch_norm ? "1" : "0"},
+            {"channels_last", c.channels_last ? "1" : "0"},
+            {"init", c.init},
+            {"dropout", to_text(c.dropout)},
+            {"optimizer", c.optimizer},
+            {"lr", to_text(c.lr)},
+            {"momentum", c.momentum ? to_text(*c.momentum) : "none"},
+            {"weight_decay", to_text(c.weight_decay)},
+            {"schedule", c.schedule},
+            {"batch", std::to_string(c.batch)},
+            {"steps", std::to_string(c.steps)},
+            {"epochs", std::to_string(c.epochs)},
+            {"seed", std::to_string(c.seed)},
+            {"eval_every", std::to_string(c.eval_every)},
+            {"eval_examples", std::to_string(c.eval_examples)},
+            {"probe", c.probe ? "1" : "0"}};
+}
+
+TrainConfig config_from_metadata(const std::map<std::string, std::string>& m) {
+    auto get = [&](const char* key) -> const std::string& {
+        const auto it = m.find(std::string("train.") + key);
+        if (it == m.end()) throw std::invalid_argument(std::string("checkpoint metadata lacks \"") + key + "\"");
+        return it->second;
+    };
+    TrainConfig c;
+    try {
+        c.model = get("model");
+        c.batch_norm = get("batch_norm") == "1";
+        c.channels_last = get("channels_last") == "1";
+        c.init = get("init");
+        c.dropout = std::stod(get("dropout"));
+        c.optimizer = get("optimizer");
+        c.lr = std::stod(get("lr"));
+        if (get("momentum") != "none") c.momentum = std::stod(get("momentum"));
+        c.weight_decay = std::stod(get("weight_decay"));
+        c.schedule = get("schedule");
+        c.batch = std::stoll(get("batch"));
+        c.steps = std::stoll(get("steps"));
+        c.epochs = std::stoll(get("epochs"));
+        c.seed = std::stoull(get("seed"));
+        c.eval_every = std::stoll(get("eval_every"));
+        c.eval_examples = std::stoll(get("eval_examples"));
+        c.probe = get("probe") == "1";
+    } catch (const std::logic_error& e) {
+        throw std::invalid_argument(std::string("checkpoint metadata: a training setting is malformed: ") + e.what());
+    }
+    return c;
+}
+
+Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
+    validate(config_);
+    train_ = load_fashion_mnist(config_.data_dir, true);
+    test_ = load_fashion_mnist(config_.data_dir, false);
+    const int64_t steps_per_epoch = (train_.count + config_.batch - 1) / config_.batch;
+    total_steps_ = config_.steps > 0 ? config_.steps : config_.epochs * steps_per_epoch;
+    if (config_.model == "mlp") {
+        const Init init = config_.init == "gaussian" ? Init::gaussian(0.1f) : Init::parse(config_.init);
+        model_ = mlp(config_.batch_norm, config_.seed, init, config_.dropout);
+    } else {
+        model_ = cnn(config_.batch_norm, config_.seed, config_.channels_last);
+    }
+    if (config_.optimizer == "sgd")
+        optimizer_ = std::make_unique<SGD>(model_->parameters(), config_.lr, config_.momentum.value_or(0.0),
+                                           config_.weight_decay);
+    else
+        optimizer_ = std::make_unique<Adam>(model_->parameters(), config_.lr, 0.9, 0.999, 1e-8, config_.weight_decay);
+    loader_ = std::make_unique<BatchLoader>(train_, config_.batch, config_.seed, true);
+    probe_layer_ = find_probe_layer(*model_);
+}
+
+Trainer::~Trainer() = default;
+
+// Checkpoint metadata: the settings and the training state, under "train." (the checkpoint
+// format reserves other names for itself).
+std::map<std::string, std::string> Trainer::metadata() const {
+    std::map<std::string, std::string> m;
+    for (const auto& [key, value] : config_to_metadata(config_)) m["train." + key] = value;
+    m["train.step"] = std::to_string(step_);
+    m["train.seconds"] = to_text(seconds_);
+    m["train.loss_sum"] = to_text(loss_sum_);
+    m["train.loss_count"] = std::to_string(loss_count_);
+    m["train.data_epoch"] = std::to_string(loader_->epoch());
+    m["train.data_position"] = std::to_string(loader_->position());
+    nlohmann::json history = nlohmann::json::array();
+    for (const EvalPoint& p : history_)
+        history.push_back({p.step, p.train_loss, p.train_accuracy, p.test_accuracy, p.test_loss, p.lr, p.seconds,
+                           p.probe_p15, p.probe_p50, p.probe_p85});
+    m["train.history"] = history.dump();
+    return m;
+}
+
+void Trainer::save(const std::filesystem::path& path) { save_checkpoint(path, *model_, optimizer_.get(), metadata()); }
+
+void Trainer::resume(const std::filesystem::path& checkpoint) {
+    const auto header = read_safetensors_header(checkpoint).metadata;
+    const TrainConfig saved = config_from_metadata(header);
+    if (saved.model != config_.model || saved.batch_norm != config_.batch_norm || saved.dropout != config_.dropout ||
+        saved.optimizer != config_.optimizer)
+        throw std::invalid_argument("--resume " + checkpoint.string() + ": the checkpoint is of model " + saved.model +
+                                    (saved.batch_norm ? " with" : " without") + " batch normalization, optimizer " +
+                                    saved.optimizer + "; train with the same --model, --bn/--no-bn, --dropout and --optimizer");
+    const auto m = load_checkpoint(checkpoint, *model_, optimizer_.get());
+    try {
+        step_ = std::stoll(m.at("train.step"));
+        seconds_ = std::stod(m.at("train.seconds"));
+        loss_sum_ = std::stod(m.at("train.loss_sum"));
+        loss_count_ = std::stoll(m.at("train.loss_count"));
+        loader_->seek(std::stoll(m.at("train.data_epoch")), std::stoll(m.at("train.data_position")));
+        history_.clear();
+        // JSON has no NaN: nlohmann writes it as null (the loss before the first step).
+        auto number = [](const nlohmann::json& v) { return v.is_null() ? std::nan("") : v.get<double>(); };
+        for (const auto& p : nlohmann::json::parse(m.at("train.history")))
+            history_.push_back({p.at(0).get<int64_t>(), number(p.at(1)), number(p.at(2)), number(p.at(3)),
+                                number(p.at(4)), number(p.at(5)), number(p.at(6)), number(p.at(7)),
+                                number(p.at(8)), number(p.at(9))});
+    } catch (const std::exception& e) {
+        throw std::invalid_argument("--resume " + checkpoint.string() + ": the training state in the metadata is malformed (" +
+                                    e.what() + ")");
+    }
+}
+
+// "step": x0.1 at 50% and again at 75% of the run (torch's MultiStepLR with those milestones).
+static double learning_rate(const TrainConfig& c, int64_t step, int64_t total) {
+    if (c.schedule == "step") return c.lr * std::pow(0.1, (2 * step >= total) + (4 * step >= 3 * total));
+    if (c.schedule == "cosine") return CosineLR(c.lr, std::max<int64_t>(1, total), 0.0).lr_at(step);
+    return c.lr;
+}
+
+EvalPoint Trainer::evaluate(int64_t step, double train_loss, double seconds) {
+    EvalPoint point{step, train_loss, 0, 0, 0, optimizer_->lr(), seconds};
+    model_->set_training(false);
+    Tensor images, grad;
+    std::vector<int32_t> labels;
+    std::vector<float> probe_values;
+    auto accuracy = [&](const Dataset& data, double* loss_out, bool probe) {
+        const int64_t count = std::min(config_.eval_examples, data.count);
+        const int64_t chunk = 1000;
+        int64_t correct = 0;
+        double loss_sum = 0;
+        for (int64_t begin = 0; begin < count; begin += chunk) {
+            const int64_t n = std::min(chunk, count - begin);
+            copy_examples(data, begin, n, images, labels);
+            const Tensor* x = &images;
+            for (size_t i = 0; i < model_->size(); ++i) {
+                x = &(*model_)[i].forward(*x);
+                if (probe && i == probe_layer_) {
+                    // Unit 0 of the probed layer: its input to the sigmoid for every example.
+                    const int64_t units = x->dim(1);
+                    for (int64_t e = 0; e < n; ++e) probe_values.push_back(x->at(e * units));
+                }
+            }
+            loss_sum += softmax_cross_entropy(*x, labels, grad) * static_cast<double>(n);
+            correct += count_correct(*x, labels);
+        }
+        if (loss_out) *loss_out = loss_sum / static_cast<double>(count);
+        return static_cast<double>(correct) / static_cast<double>(count);
+    };
+    point.test_accuracy = accuracy(test_, &point.test_loss, config_.probe);
+    point.train_accuracy = accuracy(train_, nullptr, false);
+    if (config_.probe) {
+        point.probe_p15 = percentile(probe_values, 0.15);
+        point.probe_p50 = percentile(probe_values, 0.50);
+        point.probe_p85 = percentile(probe_values, 0.85);
+    }
+    model_->set_training(true);
+    return point;
+}
+
+TrainResult Trainer::run(const std::function<void(const TrainProgress&)>& on_progress) {
+    using clock = std::chrono::steady_clock;
+    Tensor images, grad;
+    std::vector<int32_t> labels;
+    double recent_loss = 0, recent_accuracy = 0;
+    TrainResult result;
+    const int64_t end = config_.stop_after ? std::min(total_steps_, *config_.stop_after) : total_steps_;
+    if (history_.empty() && step_ == 0 && end > 0) history_.push_back(evaluate(0, std::nan(""), 0));
+    model_->set_training(true);
+    while (step_ < end) {
+        const auto t0 = clock::now();
+        if (!loader_->next(images, labels)) loader_->next(images, labels);  // a new epoch starts
+        optimizer_->set_lr(learning_rate(config_, step_, total_steps_));
+        const Tensor& logits = model_->forward(images);
+        const double loss = softmax_cross_entropy(logits, labels, grad);
+        const int64_t correct = count_correct(logits, labels);
+        if (!std::isfinite(loss)) {
+            result.diverged = true;
+            ++step_;
+            history_.push_back({step_, loss, 0.1, 0.1, loss, optimizer_->lr(), seconds_});
+            break;
+        }
+        model_->backward(grad);
+        optimizer_->step();
+        ++step_;
+        seconds_ += std::chrono::duration<double>(clock::now() - t0).count();
+        loss_sum_ += loss;
+        ++loss_count_;
+        recent_loss = 0.98 * recent_loss + 0.02 * loss;
+        recent_accuracy = 0.98 * recent_accuracy + 0.02 * static_cast<double>(correct) / static_cast<double>(labels.size());
+        if (step_ % config_.eval_every == 0 || step_ == total_steps_) {
+            history_.push_back(evaluate(step_, loss_sum_ / static_cast<double>(loss_count_), seconds_));
+            loss_sum_ = 0;
+            loss_count_ = 0;
+        }
+        if (config_.checkpoint_every > 0 && step_ % config_.checkpoint_every == 0) save(config_.checkpoint_path);
+        if (on_progress && (step_ % 100 == 0 || step_ == end)) {
+            const double debias = 1.0 - std::pow(0.98, static_cast<double>(std::min<int64_t>(step_, 1000)));
+            on_progress({step_, total_steps_, recent_loss / debias, recent_accuracy / debias});
+        }
+    }
+    result.history = history_;
+    result.steps = step_;
+    result.seconds = seconds_;
+    return result;
+}
+
+EvalPoint evaluate_checkpoint(const std::filesystem::path& checkpoint, const std::filesystem::path& data_dir) {
+    TrainConfig config = config_from_metadata(read_safetensors_header(checkpoint).metadata);
+    config.data_dir = data_dir;
+    config.eval_examples = 10000;
+    Trainer trainer(config);
+    trainer.resume(checkpoint);
+    return trainer.evaluate_now();
+}
+
+}  // namespace bnorm::nn
