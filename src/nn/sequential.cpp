@@ -1,8 +1,22 @@
+#include <algorithm>
 #include <stdexcept>
 
 #include "bnorm/nn/layer.hpp"
 
 namespace bnorm::nn {
+
+void Sequential::add(std::unique_ptr<Layer> layer) {
+    if (!layer) throw std::invalid_argument("Sequential::add: the layer is null");
+    if (first_with_parameters_ == layers_.size() && layer->parameters().empty()) ++first_with_parameters_;
+    layers_.push_back(std::move(layer));
+    set_input_grad_needed(input_grad_needed_);
+}
+
+void Sequential::set_input_grad_needed(bool on) {
+    input_grad_needed_ = on;
+    for (size_t i = 0; i < layers_.size(); ++i)
+        layers_[i]->set_input_grad_needed(on || i != first_with_parameters_);
+}
 
 const Tensor& Sequential::forward(const Tensor& input) {
     if (layers_.empty()) throw std::logic_error("Sequential::forward: no layers; add() some first");
@@ -14,7 +28,8 @@ const Tensor& Sequential::forward(const Tensor& input) {
 const Tensor& Sequential::backward(const Tensor& grad_output) {
     if (layers_.empty()) throw std::logic_error("Sequential::backward: no layers");
     const Tensor* g = &grad_output;
-    for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) g = &(*it)->backward(*g);
+    const size_t stop = input_grad_needed_ ? 0 : std::min(first_with_parameters_, layers_.size() - 1);
+    for (size_t i = layers_.size(); i-- > stop;) g = &layers_[i]->backward(*g);
     return *g;
 }
 

@@ -153,6 +153,7 @@ Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
         optimizer_ = std::make_unique<Adam>(model_->parameters(), config_.lr, 0.9, 0.999, 1e-8, config_.weight_decay);
     loader_ = std::make_unique<BatchLoader>(train_, config_.batch, config_.seed, true);
     probe_layer_ = find_probe_layer(*model_);
+    model_->set_input_grad_needed(false);  // nothing uses the gradient of the images
 }
 
 Trainer::~Trainer() = default;

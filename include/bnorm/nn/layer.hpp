@@ -58,13 +58,20 @@ public:
     virtual void set_training(bool on) { training_ = on; }
     bool training() const { return training_; }
 
+    // Whether backward() must compute dL/dinput (the default). Nothing consumes the gradient of a
+    // network's input, so a trainer turns it off on the network; backward() then returns a tensor
+    // of the input's shape whose values are unspecified. Linear and Conv2d skip that work.
+    virtual void set_input_grad_needed(bool on) { input_grad_needed_ = on; }
+    bool input_grad_needed() const { return input_grad_needed_; }
+
 protected:
     bool training_ = true;
+    bool input_grad_needed_ = true;
 };
 
 class Sequential : public Layer {
 public:
-    void add(std::unique_ptr<Layer> layer) { layers_.push_back(std::move(layer)); }
+    void add(std::unique_ptr<Layer> layer);
     size_t size() const { return layers_.size(); }
     Layer& operator[](size_t i) { return *layers_.at(i); }
 
@@ -75,9 +82,13 @@ public:
     std::vector<Buffer> buffers() override;        // "<index>.<name>"
     std::vector<RandomState> random_states() override;
     void set_training(bool on) override;
+    // Off: backward() stops at the first layer with parameters, which skips its input gradient;
+    // the layers before it (Flatten, ...) are not differentiated at all.
+    void set_input_grad_needed(bool on) override;
 
 private:
     std::vector<std::unique_ptr<Layer>> layers_;
+    size_t first_with_parameters_ = 0;  // layers_.size() while none has parameters
 };
 
 }  // namespace bnorm::nn

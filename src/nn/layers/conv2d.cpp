@@ -119,7 +119,7 @@ const Tensor& Conv2d::backward(const Tensor& grad_output) {
     const int64_t out_h = output_.dim(2), out_w = output_.dim(3);
     const int64_t pixels = out_h * out_w, rows = n * pixels, depth = c * k * k;
     detail::set_shape(grad_input_, input_shape_, input_channels_last_);
-    grad_input_.fill(0.0f);
+    if (input_grad_needed_) grad_input_.fill(0.0f);
     detail::set_shape(grad_columns_, {rows, depth});
     if (rows == 0) {
         grad_weight_.fill(0.0f);
@@ -136,8 +136,9 @@ const Tensor& Conv2d::backward(const Tensor& grad_output) {
         const int nrows = detail::blas_int(rows, "Conv2d");
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cout, kdepth, nrows, 1.0f, dy, cout, col, kdepth, 0.0f,
                     grad_weight_.data(), kdepth);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nrows, kdepth, cout, 1.0f, dy, cout, weight_.data(),
-                    kdepth, 0.0f, dcol, kdepth);
+        if (input_grad_needed_)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nrows, kdepth, cout, 1.0f, dy, cout, weight_.data(),
+                        kdepth, 0.0f, dcol, kdepth);
         if (has_bias_) {
             float* db = grad_bias_.data();
             for (int64_t r = 0; r < rows; ++r)
@@ -149,8 +150,9 @@ const Tensor& Conv2d::backward(const Tensor& grad_output) {
             const float* dyb = dy + b * out_channels_ * pixels;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, kdepth, npix, 1.0f, dyb, npix,
                         col + b * pixels * depth, kdepth, b == 0 ? 0.0f : 1.0f, grad_weight_.data(), kdepth);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, npix, kdepth, cout, 1.0f, dyb, npix, weight_.data(),
-                        kdepth, 0.0f, dcol + b * pixels * depth, kdepth);
+            if (input_grad_needed_)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, npix, kdepth, cout, 1.0f, dyb, npix,
+                            weight_.data(), kdepth, 0.0f, dcol + b * pixels * depth, kdepth);
             if (has_bias_)
                 for (int64_t o = 0; o < out_channels_; ++o) {
                     float sum = 0.0f;
@@ -160,6 +162,7 @@ const Tensor& Conv2d::backward(const Tensor& grad_output) {
         }
     }
 
+    if (!input_grad_needed_) return grad_input_;
     // col2im
     const Strides s = strides_of(c, h, w, input_channels_last_);
     float* dx = grad_input_.data();

@@ -73,8 +73,9 @@ const Tensor& Linear::backward(const Tensor& grad_output) {
             for (int64_t j = 0; j < out_features_; ++j) db[j] += dy[j];
         }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, out, 1.0f, grad_output.data(), out,
-                weight_.data(), in, 0.0f, grad_input_.data(), in);
+    if (input_grad_needed_)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, out, 1.0f, grad_output.data(), out,
+                    weight_.data(), in, 0.0f, grad_input_.data(), in);
     return grad_input_;
 }
 
