@@ -102,6 +102,20 @@ class Cli(unittest.TestCase):
                 self.assertNotIn("Traceback", err)
                 self.assertLessEqual(len([l for l in err.splitlines() if l.strip()]), 2, err)
 
+    def test_experiment_writes_a_self_contained_report_with_figures(self):
+        out = os.path.join(self.dir, "exp")
+        p = run("experiment", "regularization", "--steps", "100", "--seeds", "1", "--out", out, "--threads", "1")
+        report = os.path.join(out, "report.html")
+        self.assertIn(report, p.stdout, "the command says where the report is")
+        html = open(report, encoding="utf-8").read()
+        self.assertGreaterEqual(html.count("<svg"), 1)
+        for variant in ("neither", "BN", "Dropout 0.2", "BN + Dropout 0.2"):
+            self.assertIn(variant, html)
+        self.assertNotIn("<script", html)
+        self.assertNotIn('src="http', html)
+        self.assertIn("experiment regularization", html, "the exact command is in the report")
+        self.assertEqual(len([r for r, _, files in os.walk(out) if "metrics.csv" in files]), 4)
+
     def test_help_is_available_everywhere(self):
         for sub in ([], ["train"], ["eval"], ["experiment"], ["demo"]):
             with self.subTest(sub=sub):
