@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
 
     bnorm::app::ExperimentOptions experiment;
     CLI::App* experiment_cmd = app.add_subcommand("experiment", "run an experiment end to end and write DIR/report.html");
-    experiment_cmd->add_option("name", experiment.name, "paper-mnist, learning-rate, regularization, convnet or all")
+    experiment_cmd->add_option("name", experiment.name, "paper-mnist, learning-rate, regularization, convnet, covariate-shift or all")
         ->required()->check(CLI::IsMember(bnorm::app::experiment_names()));
     experiment_cmd->add_option("--out", experiment.out, "output directory (default: runs/NAME)");
     experiment_cmd->add_option("--seeds", experiment.seeds, "seeds per configuration")->check(CLI::Range(1, 100))->capture_default_str();

@@ -264,8 +264,13 @@ TrainResult Trainer::run(const std::function<void(const TrainProgress&)>& on_pro
     if (history_.empty() && step_ == 0 && end > 0) history_.push_back(evaluate(0, std::nan(""), 0));
     model_->set_training(true);
     while (step_ < end) {
-        const auto t0 = clock::now();
+        auto t0 = clock::now();
         if (!loader_->next(images, labels)) loader_->next(images, labels);  // a new epoch starts
+        if (config_.inspect && config_.inspect_every > 0 && step_ % config_.inspect_every == 0) {
+            const auto before = clock::now();
+            config_.inspect(step_, *model_, images, labels);
+            t0 += clock::now() - before;  // measuring is not training time
+        }
         optimizer_->set_lr(learning_rate(config_, step_, total_steps_));
         const Tensor& logits = model_->forward(images);
         const double loss = softmax_cross_entropy(logits, labels, grad);

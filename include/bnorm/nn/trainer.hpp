@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,10 @@ struct TrainConfig {
     int64_t checkpoint_every = 0;        // steps between checkpoints to checkpoint_path; 0: none
     std::filesystem::path checkpoint_path;
     bool probe = false;                  // record the 15/50/85th percentiles of one last-hidden-layer sigmoid input
+    // Called every inspect_every steps (0: never) with the step's batch, before the step trains on
+    // it: for measurements that must leave the network as they found it (analysis.hpp).
+    int64_t inspect_every = 0;
+    std::function<void(int64_t step, Sequential& model, const Tensor& images, std::span<const int32_t> labels)> inspect;
 };
 
 struct EvalPoint {
