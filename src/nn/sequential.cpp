@@ -33,34 +33,33 @@ const Tensor& Sequential::backward(const Tensor& grad_output) {
     return *g;
 }
 
-std::vector<Parameter> Sequential::parameters() {
-    std::vector<Parameter> out;
-    for (size_t i = 0; i < layers_.size(); ++i)
-        for (Parameter p : layers_[i]->parameters()) {
-            p.name = std::to_string(i) + "." + p.name;
-            out.push_back(p);
+namespace {
+
+// The named things of every layer (parameters, buffers, random engines), renamed "<index>.<name>"
+// as in PyTorch's state_dict.
+template <class Named, class Get>
+std::vector<Named> prefixed(const std::vector<std::unique_ptr<Layer>>& layers, Get get) {
+    std::vector<Named> out;
+    for (size_t i = 0; i < layers.size(); ++i)
+        for (Named item : get(*layers[i])) {
+            item.name = std::to_string(i) + "." + item.name;
+            out.push_back(item);
         }
     return out;
+}
+
+}  // namespace
+
+std::vector<Parameter> Sequential::parameters() {
+    return prefixed<Parameter>(layers_, [](Layer& l) { return l.parameters(); });
 }
 
 std::vector<Buffer> Sequential::buffers() {
-    std::vector<Buffer> out;
-    for (size_t i = 0; i < layers_.size(); ++i)
-        for (Buffer b : layers_[i]->buffers()) {
-            b.name = std::to_string(i) + "." + b.name;
-            out.push_back(b);
-        }
-    return out;
+    return prefixed<Buffer>(layers_, [](Layer& l) { return l.buffers(); });
 }
 
 std::vector<RandomState> Sequential::random_states() {
-    std::vector<RandomState> out;
-    for (size_t i = 0; i < layers_.size(); ++i)
-        for (RandomState r : layers_[i]->random_states()) {
-            r.name = std::to_string(i) + "." + r.name;
-            out.push_back(r);
-        }
-    return out;
+    return prefixed<RandomState>(layers_, [](Layer& l) { return l.random_states(); });
 }
 
 void Sequential::set_training(bool on) {
