@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <cblas.h>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -22,8 +23,12 @@ namespace {
 namespace fs = std::filesystem;
 using bnorm::nn::TrainConfig;
 
-// One thread count for both engines: libbnorm's kernels and OpenBLAS's matrix products.
-void set_threads(int threads) {
+// One thread count for both engines: libbnorm's kernels and OpenBLAS's matrix products. Without
+// --threads (and without BNORM_NUM_THREADS), the mlp runs on one thread: its matrices (60 x 784 x
+// 100) are too small to split, and two thread pools (OpenMP's and OpenBLAS's) spinning on two cores
+// made its training 1.4x and its inference 4.8x slower (docs/performance.md); the cnn uses the cores.
+void set_threads(int threads, const std::string& model) {
+    if (threads <= 0 && model == "mlp" && !std::getenv("BNORM_NUM_THREADS")) threads = 1;
     if (threads <= 0) return;
     bnorm::set_num_threads(threads);
     openblas_set_num_threads(threads);
@@ -52,7 +57,7 @@ void add_train_options(CLI::App* cmd, TrainConfig& c, int& threads) {
     cmd->add_flag("--channels-last", c.channels_last, "cnn: keep activations channels-last (NHWC)");
     cmd->add_option("--eval-every", c.eval_every, "steps between evaluations")->check(CLI::PositiveNumber)->capture_default_str();
     cmd->add_option("--data", c.data_dir, "Fashion-MNIST directory (IDX files, gzipped or not)")->capture_default_str();
-    cmd->add_option("--threads", threads, "threads (default: BNORM_NUM_THREADS or the cores)")->check(CLI::Range(1, 4096));
+    cmd->add_option("--threads", threads, "threads (default: BNORM_NUM_THREADS, else 1 for the mlp, the cores for the cnn)")->check(CLI::Range(1, 4096));
 }
 
 int train(TrainConfig config, const fs::path& out, const std::optional<fs::path>& resume) {
@@ -76,8 +81,9 @@ int train(TrainConfig config, const fs::path& out, const std::optional<fs::path>
 
 int eval(const fs::path& checkpoint, const fs::path& data) {
     const bnorm::nn::EvalPoint p = bnorm::nn::evaluate_checkpoint(checkpoint, data);
-    std::printf("%s: test accuracy %.4f, test loss %.4f (step %lld)\n", checkpoint.string().c_str(), p.test_accuracy,
-                p.test_loss, static_cast<long long>(p.step));
+    std::printf("%s: test accuracy %.4f, test loss %.4f (step %lld); inference on the 10000 test images %.1f ms\n",
+                checkpoint.string().c_str(), p.test_accuracy, p.test_loss, static_cast<long long>(p.step),
+                p.test_seconds * 1e3);
     return 0;
 }
 
@@ -133,15 +139,19 @@ int main(int argc, char** argv) {
         return app.exit(e);
     }
     try {
-        set_threads(threads);
         if (train_cmd->parsed()) {
+            set_threads(threads, config.model);
             if (config.steps == 0 && config.epochs == 0) config.steps = 50000;
             config.stop_after = stop_after;
             config.checkpoint_every = checkpoint_every;
             return train(config, out, resume);
         }
-        if (eval_cmd->parsed()) return eval(checkpoint, eval_data);
+        if (eval_cmd->parsed()) {
+            set_threads(threads, bnorm::nn::read_checkpoint_config(checkpoint).model);
+            return eval(checkpoint, eval_data);
+        }
         if (experiment_cmd->parsed()) {
+            set_threads(threads, "mlp");  // every experiment but convnet trains the mlp
             experiment.command = bnorm::app::command_line(argc, argv);
             return bnorm::app::run_experiment(experiment);
         }

@@ -46,6 +46,8 @@ void write_summary_json(const std::filesystem::path& path, const nn::TrainConfig
     j["steps"] = result.steps;
     j["seconds"] = result.seconds;
     j["steps_per_second"] = result.steps_per_second();
+    j["wall_seconds"] = result.wall_seconds;
+    j["test_inference_ms"] = last.test_seconds * 1e3;
     j["diverged"] = result.diverged;
     j["settings"] = nn::config_to_metadata(config);
     write_text(path, j.dump(2) + "\n");

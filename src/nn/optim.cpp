@@ -23,23 +23,23 @@ std::string format_double(double value) {
 }
 
 
-void require(bool ok, const std::string& who, const std::string& what, const std::string& message) {
-    if (!ok) throw std::invalid_argument(who + ": " + what + " " + message);
+// The message is built only when the check fails: set_lr runs every training step, which must not
+// allocate.
+void require(bool ok, const std::string& who, const char* what, const char* rule, double got) {
+    if (!ok) throw std::invalid_argument(who + ": " + what + " " + rule + " (got " + format_double(got) + ")");
 }
 
 void check_lr(const std::string& who, double lr, bool allow_zero) {
     require(std::isfinite(lr) && (allow_zero ? lr >= 0 : lr > 0), who, "lr",
-            std::string(allow_zero ? "must be finite and >= 0" : "must be finite and > 0") + " (got " +
-                format_double(lr) + ")");
+            allow_zero ? "must be finite and >= 0" : "must be finite and > 0", lr);
 }
 
 void check_non_negative(const std::string& who, const char* name, double value) {
-    require(std::isfinite(value) && value >= 0, who, name, "must be finite and >= 0 (got " + format_double(value) + ")");
+    require(std::isfinite(value) && value >= 0, who, name, "must be finite and >= 0", value);
 }
 
 void check_beta(const std::string& who, const char* name, double value) {
-    require(std::isfinite(value) && value >= 0 && value < 1, who, name,
-            "must be in [0, 1) (got " + format_double(value) + ")");
+    require(std::isfinite(value) && value >= 0 && value < 1, who, name, "must be in [0, 1)", value);
 }
 
 // The keys of `values` must be exactly `expected`.
@@ -87,7 +87,7 @@ void check_sgd(const SgdHyperparameters& h, bool allow_zero_lr) {
     check_lr(who, h.lr, allow_zero_lr);
     check_non_negative(who, "momentum", h.momentum);
     check_non_negative(who, "weight_decay", h.weight_decay);
-    require(!h.nesterov || h.momentum > 0, who, "nesterov", "requires momentum > 0");
+    if (h.nesterov && !(h.momentum > 0)) throw std::invalid_argument(who + ": nesterov requires momentum > 0");
 }
 
 SgdHyperparameters parse_sgd(const std::map<std::string, std::string>& values) {
@@ -108,7 +108,7 @@ void check_adam(const AdamHyperparameters& h, bool allow_zero_lr) {
     check_lr(who, h.lr, allow_zero_lr);
     check_beta(who, "beta1", h.beta1);
     check_beta(who, "beta2", h.beta2);
-    require(std::isfinite(h.eps) && h.eps > 0, who, "eps", "must be finite and > 0 (got " + format_double(h.eps) + ")");
+    require(std::isfinite(h.eps) && h.eps > 0, who, "eps", "must be finite and > 0", h.eps);
     check_non_negative(who, "weight_decay", h.weight_decay);
 }
 
@@ -141,7 +141,7 @@ Optimizer::Optimizer(std::vector<Parameter> params, double lr, const char* who)
 }
 
 void Optimizer::set_lr(double lr) {
-    check_lr(kind() + "::set_lr", lr, /*allow_zero=*/true);
+    if (!(std::isfinite(lr) && lr >= 0)) check_lr(kind() + "::set_lr", lr, /*allow_zero=*/true);
     lr_ = lr;
 }
 
@@ -294,7 +294,7 @@ StepLR::StepLR(double base_lr, int64_t step_size, double gamma)
     check_lr("StepLR", base_lr, /*allow_zero=*/false);
     if (step_size < 1)
         throw std::invalid_argument("StepLR: step_size must be >= 1 (got " + std::to_string(step_size) + ")");
-    require(std::isfinite(gamma) && gamma > 0, "StepLR", "gamma", "must be finite and > 0 (got " + format_double(gamma) + ")");
+    require(std::isfinite(gamma) && gamma > 0, "StepLR", "gamma", "must be finite and > 0", gamma);
 }
 
 double StepLR::lr_at(int64_t step) const {
@@ -309,8 +309,8 @@ CosineLR::CosineLR(double base_lr, int64_t total_steps, double min_lr)
     check_lr("CosineLR", base_lr, /*allow_zero=*/false);
     if (total_steps < 1)
         throw std::invalid_argument("CosineLR: total_steps must be >= 1 (got " + std::to_string(total_steps) + ")");
-    require(std::isfinite(min_lr) && min_lr >= 0 && min_lr <= base_lr, "CosineLR", "min_lr",
-            "must be in [0, base_lr] (got " + format_double(min_lr) + ")");
+    require(std::isfinite(min_lr) && min_lr >= 0 && min_lr <= base_lr, "CosineLR", "min_lr", "must be in [0, base_lr]",
+            min_lr);
 }
 
 double CosineLR::lr_at(int64_t step) const {

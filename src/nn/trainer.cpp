@@ -16,6 +16,8 @@
 #include "bnorm/nn/loss.hpp"
 #include "bnorm/nn/models.hpp"
 #include "bnorm/nn/optim.hpp"
+#include "nn/layers/common.hpp"
+#include "nn/math/vector_math.hpp"
 
 namespace bnorm::nn {
 namespace {
@@ -59,19 +61,6 @@ double percentile(std::vector<float>& v, double q) {
     const size_t k = static_cast<size_t>(q * static_cast<double>(v.size() - 1));
     std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
     return v[k];
-}
-
-// Copies examples [begin, begin + n) of data into images (n, 1, rows, cols), scaled to [0, 1].
-void copy_examples(const Dataset& data, int64_t begin, int64_t n, Tensor& images, std::vector<int32_t>& labels) {
-    const int64_t pixels = data.rows * data.cols;
-    images.resize({n, 1, data.rows, data.cols});
-    labels.resize(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) {
-        const uint8_t* src = data.pixels.data() + (begin + i) * pixels;
-        float* dst = images.data() + i * pixels;
-        for (int64_t p = 0; p < pixels; ++p) dst[p] = static_cast<float>(src[p]) / 255.0f;
-        labels[static_cast<size_t>(i)] = data.labels[static_cast<size_t>(begin + i)];
-    }
 }
 
 std::string to_text(double v) {
@@ -217,18 +206,23 @@ static double learning_rate(const TrainConfig& c, int64_t step, int64_t total) {
 EvalPoint Trainer::evaluate(int64_t step, double train_loss, double seconds) {
     EvalPoint point{step, train_loss, 0, 0, 0, optimizer_->lr(), seconds};
     model_->set_training(false);
-    Tensor images, grad;
+    Tensor chunk_images, grad;
     std::vector<int32_t> labels;
     std::vector<float> probe_values;
     auto accuracy = [&](const Dataset& data, double* loss_out, bool probe) {
-        const int64_t count = std::min(config_.eval_examples, data.count);
-        const int64_t chunk = 1000;
+        const int64_t count = std::min(config_.eval_examples, data.count), pixels = data.rows * data.cols;
+        // Chunks of 500 images: their float32 pixels (1.5 MiB) stay in the L2 cache for the first
+        // layer's matrix product; scaling the bytes per chunk moves 4x less memory than reading a
+        // float32 copy of the whole set.
+        const int64_t chunk = 500;
         int64_t correct = 0;
         double loss_sum = 0;
         for (int64_t begin = 0; begin < count; begin += chunk) {
             const int64_t n = std::min(chunk, count - begin);
-            copy_examples(data, begin, n, images, labels);
-            const Tensor* x = &images;
+            detail::set_shape(chunk_images, {n, 1, data.rows, data.cols});
+            math::bytes_to_unit(data.pixels.data() + begin * pixels, chunk_images.data(), n * pixels);
+            labels.assign(data.labels.begin() + begin, data.labels.begin() + begin + n);
+            const Tensor* x = &chunk_images;
             for (size_t i = 0; i < model_->size(); ++i) {
                 x = &(*model_)[i].forward(*x);
                 if (probe && i == probe_layer_) {
@@ -243,7 +237,9 @@ EvalPoint Trainer::evaluate(int64_t step, double train_loss, double seconds) {
         if (loss_out) *loss_out = loss_sum / static_cast<double>(count);
         return static_cast<double>(correct) / static_cast<double>(count);
     };
+    const auto start = std::chrono::steady_clock::now();
     point.test_accuracy = accuracy(test_, &point.test_loss, config_.probe);
+    point.test_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     point.train_accuracy = accuracy(train_, nullptr, false);
     if (config_.probe) {
         point.probe_p15 = percentile(probe_values, 0.15);
@@ -256,6 +252,7 @@ EvalPoint Trainer::evaluate(int64_t step, double train_loss, double seconds) {
 
 TrainResult Trainer::run(const std::function<void(const TrainProgress&)>& on_progress) {
     using clock = std::chrono::steady_clock;
+    const auto run_start = clock::now();
     Tensor images, grad;
     std::vector<int32_t> labels;
     double recent_loss = 0, recent_accuracy = 0;
@@ -303,11 +300,16 @@ TrainResult Trainer::run(const std::function<void(const TrainProgress&)>& on_pro
     result.history = history_;
     result.steps = step_;
     result.seconds = seconds_;
+    result.wall_seconds = std::chrono::duration<double>(clock::now() - run_start).count();
     return result;
 }
 
+TrainConfig read_checkpoint_config(const std::filesystem::path& checkpoint) {
+    return config_from_metadata(read_safetensors_header(checkpoint).metadata);
+}
+
 EvalPoint evaluate_checkpoint(const std::filesystem::path& checkpoint, const std::filesystem::path& data_dir) {
-    TrainConfig config = config_from_metadata(read_safetensors_header(checkpoint).metadata);
+    TrainConfig config = read_checkpoint_config(checkpoint);
     config.data_dir = data_dir;
     config.eval_examples = 10000;
     Trainer trainer(config);

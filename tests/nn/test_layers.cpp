@@ -20,6 +20,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bnorm/nn/init.hpp"
@@ -378,6 +379,34 @@ TEST(Flatten, channels_last_input_flattens_in_logical_order_and_back) {
     expect_gradients_match(last, with_memory_order(x, true));
     expect_gradients_match(first, random_tensor({3, 2, 5}, 23));
     expect_invalid_argument([&] { first.forward(Tensor({7})); }, {"Flatten", "(N, d1, ...)", "(7)"});
+}
+
+TEST(Flatten, channels_first_forward_and_backward_are_read_only_views_without_copies) {
+    const Tensor x = random_tensor({3, 2, 2, 5}, 24);
+    Flatten flatten;
+    const Tensor& y = flatten.forward(x);
+    EXPECT_TRUE(y.is_view());
+    EXPECT_EQ(y.data(), x.data());
+    EXPECT_EQ(y.shape(), (std::vector<int64_t>{3, 20}));
+    const Tensor g = random_tensor({3, 20}, 25);
+    const Tensor& dx = flatten.backward(g);
+    EXPECT_EQ(dx.data(), g.data());
+    EXPECT_EQ(dx.shape(), x.shape());
+    // A view refuses writes; resize makes it an owning tensor again.
+    Tensor v;
+    v.view(x, 5, {2, 5});
+    EXPECT_EQ(std::as_const(v).at(0), x.at(5));
+    EXPECT_THROW(v.data(), std::logic_error);
+    EXPECT_THROW(v.fill(1.0f), std::logic_error);
+    EXPECT_THROW(v.view(x, 55, {2, 5}), std::invalid_argument);
+    v.resize({2, 5});
+    EXPECT_FALSE(v.is_view());
+    v.fill(2.0f);
+    EXPECT_EQ(v.at(9), 2.0f);
+    // Flattening a channels-last input after a channels-first one writes into its own storage again.
+    const Tensor& z = flatten.forward(with_memory_order(x, true));
+    EXPECT_FALSE(z.is_view());
+    for (int64_t i = 0; i < x.numel(); ++i) EXPECT_EQ(z.at(i), x.at(i)) << i;
 }
 
 // ---- Dropout --------------------------------------------------------------------------------------

@@ -5,6 +5,11 @@
 //   x.resize({32, 1, 28, 28});               // reuses the allocation when it is large enough
 //   std::span<float> v = x.values();
 //   int64_t n = x.dim(0);
+//   bnorm::nn::Tensor flat; flat.view(x, 0, {32, 784});   // read-only, no copy
+//
+// A view shows another tensor's values under another shape without copying them: it is
+// read-only (the mutable accessors throw std::logic_error) and valid while the viewed tensor is
+// neither resized nor destroyed; resize() turns it back into an owning tensor.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +30,13 @@ public:
     void resize(std::vector<int64_t> shape);
     void fill(float value);
 
+    // requires: offset >= 0 and offset + product(shape) <= source.numel().
+    // ensures: this shows source's values [offset, offset + product(shape)) with `shape`,
+    // channels-first; the view's own allocation is kept for a later resize(). Allocates nothing
+    // when the shape is unchanged.
+    void view(const Tensor& source, int64_t offset, std::initializer_list<int64_t> shape);
+    bool is_view() const { return view_ != nullptr; }
+
     const std::vector<int64_t>& shape() const { return shape_; }
     int64_t dim(size_t i) const { return shape_.at(i); }
     size_t rank() const { return shape_.size(); }
@@ -35,14 +47,21 @@ public:
     bool channels_last() const { return channels_last_; }
     void set_channels_last(bool on) { channels_last_ = on; }
 
-    float* data() { return values_.data(); }
-    const float* data() const { return values_.data(); }
-    std::span<float> values() { return {values_.data(), static_cast<size_t>(numel_)}; }
-    std::span<const float> values() const { return {values_.data(), static_cast<size_t>(numel_)}; }
-    float& at(int64_t i) { return values_[static_cast<size_t>(i)]; }
-    float at(int64_t i) const { return values_[static_cast<size_t>(i)]; }
+    float* data() { return owned(); }
+    const float* data() const { return view_ ? view_ : values_.data(); }
+    std::span<float> values() { return {owned(), static_cast<size_t>(numel_)}; }
+    std::span<const float> values() const { return {data(), static_cast<size_t>(numel_)}; }
+    float& at(int64_t i) { return owned()[i]; }
+    float at(int64_t i) const { return data()[i]; }
 
 private:
+    float* owned() {
+        if (view_) throw_read_only();
+        return values_.data();
+    }
+    [[noreturn]] static void throw_read_only();
+
+    const float* view_ = nullptr;
     std::vector<int64_t> shape_;
     int64_t numel_ = 0;
     bool channels_last_ = false;

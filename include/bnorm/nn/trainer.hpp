@@ -64,12 +64,14 @@ struct EvalPoint {
     double lr;
     double seconds;         // training time so far (evaluation excluded)
     double probe_p15 = 0, probe_p50 = 0, probe_p85 = 0;  // when probe is on
+    double test_seconds = 0;  // wall time of the test-set pass (inference only); not saved in checkpoints
 };
 
 struct TrainResult {
     std::vector<EvalPoint> history;
     int64_t steps = 0;
     double seconds = 0;
+    double wall_seconds = 0;  // this run() call from start to end, evaluations included
     bool diverged = false;  // the loss became NaN or infinite; training stopped there
     const EvalPoint& last() const { return history.back(); }
     double steps_per_second() const { return seconds > 0 ? static_cast<double>(steps) / seconds : 0; }
@@ -115,6 +117,9 @@ private:
     std::vector<EvalPoint> history_;
     size_t probe_layer_ = 0;  // the layer whose output is the probed sigmoid's input
 };
+
+// The training settings a checkpoint written by Trainer::save was made with (its metadata).
+TrainConfig read_checkpoint_config(const std::filesystem::path& checkpoint);
 
 // Test accuracy and loss of a checkpoint written by Trainer::save, rebuilt from its metadata.
 EvalPoint evaluate_checkpoint(const std::filesystem::path& checkpoint, const std::filesystem::path& data_dir);

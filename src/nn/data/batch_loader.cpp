@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "bnorm/nn/data.hpp"
+#include "nn/math/vector_math.hpp"
 
 namespace bnorm::nn {
 namespace {
@@ -97,7 +98,7 @@ bool BatchLoader::next(Tensor& images, std::vector<int32_t>& labels) {
         const int64_t index = order_[static_cast<size_t>(position_ + b)];
         const uint8_t* pixels = data_->pixels.data() + index * image_size;
         float* image = out + b * image_size;
-        for (int64_t i = 0; i < image_size; ++i) image[i] = static_cast<float>(pixels[i]) / 255.0f;
+        math::bytes_to_unit(pixels, image, image_size);
         labels[static_cast<size_t>(b)] = data_->labels[static_cast<size_t>(index)];
     }
     position_ += batch;

@@ -6,6 +6,7 @@
 
 #include "bnorm/nn/layers.hpp"
 #include "nn/layers/common.hpp"
+#include "nn/math/vector_math.hpp"
 
 namespace bnorm::nn {
 namespace {
@@ -41,7 +42,7 @@ const Tensor& Sigmoid::forward(const Tensor& input) {
     shape_like(output_, input);
     const float* x = input.data();
     float* y = output_.data();
-    for (int64_t i = 0; i < input.numel(); ++i) y[i] = 1.0f / (1.0f + std::exp(-x[i]));
+    math::sigmoid(x, y, input.numel());
     return output_;
 }
 

@@ -32,15 +32,16 @@ inline void check_grad_output(const std::string& layer, bool forwarded, const Te
                                     order(output) + "; pass it in the output's memory order");
 }
 
-// Gives t this shape and memory order; calls Tensor::resize (which allocates a shape vector) only when
-// the shape differs, so a step with an unchanged batch size allocates nothing.
+// Gives t this shape and memory order, as an owning (writable) tensor; calls Tensor::resize (which
+// allocates a shape vector) only when the shape differs or t is a view, so a step with an
+// unchanged batch size allocates nothing.
 inline void set_shape(Tensor& t, std::initializer_list<int64_t> shape, bool channels_last = false) {
-    if (!std::equal(t.shape().begin(), t.shape().end(), shape.begin(), shape.end()))
+    if (t.is_view() || !std::equal(t.shape().begin(), t.shape().end(), shape.begin(), shape.end()))
         t.resize(std::vector<int64_t>(shape));
     t.set_channels_last(channels_last);
 }
 inline void set_shape(Tensor& t, const std::vector<int64_t>& shape, bool channels_last = false) {
-    if (t.shape() != shape) t.resize(shape);
+    if (t.is_view() || t.shape() != shape) t.resize(shape);
     t.set_channels_last(channels_last);
 }
 

@@ -1,7 +1,8 @@
 // Flatten: (N, d1, d2, ...) -> (N, d1 d2 ...), the features in the logical order (C, H, W) whatever
 // the memory order, as torch.flatten(x, 1).
-//   forward:  a copy, or for a channels-last (N, C, H, W) input the permutation (N, H, W, C) -> (N, C, H, W)
-//   backward: the inverse: dx is dy reshaped to the input's shape, in the input's memory order
+//   forward:  a read-only view of the input (no copy), or for a channels-last (N, C, H, W) input the
+//             permutation (N, H, W, C) -> (N, C, H, W)
+//   backward: the inverse: dx is dy reshaped to the input's shape (a view), in the input's memory order
 #include <algorithm>
 
 #include "bnorm/nn/layers.hpp"
@@ -16,13 +17,13 @@ const Tensor& Flatten::forward(const Tensor& input) {
     for (size_t i = 1; i < input.rank(); ++i) features *= input.dim(i);
     input_shape_ = input.shape();
     input_channels_last_ = input.rank() == 4 && input.channels_last();
+    if (!input_channels_last_) {
+        output_.view(input, 0, {n, features});
+        return output_;
+    }
     detail::set_shape(output_, {n, features});
     const float* x = input.data();
     float* y = output_.data();
-    if (!input_channels_last_) {
-        std::copy_n(x, input.numel(), y);
-        return output_;
-    }
     const int64_t c = input.dim(1), pixels = input.dim(2) * input.dim(3);
     for (int64_t b = 0; b < n; ++b)
         for (int64_t p = 0; p < pixels; ++p)
@@ -32,13 +33,21 @@ const Tensor& Flatten::forward(const Tensor& input) {
 
 const Tensor& Flatten::backward(const Tensor& grad_output) {
     detail::check_grad_output("Flatten", !input_shape_.empty(), grad_output, output_);
+    if (!input_channels_last_) {
+        // Ranks 2 to 4 come here (the layers' tensors); a view takes its shape as a braced list.
+        const std::vector<int64_t>& s = input_shape_;
+        if (s.size() == 2) grad_input_.view(grad_output, 0, {s[0], s[1]});
+        else if (s.size() == 3) grad_input_.view(grad_output, 0, {s[0], s[1], s[2]});
+        else if (s.size() == 4) grad_input_.view(grad_output, 0, {s[0], s[1], s[2], s[3]});
+        else {
+            detail::set_shape(grad_input_, input_shape_);
+            std::copy_n(grad_output.data(), grad_output.numel(), grad_input_.data());
+        }
+        return grad_input_;
+    }
     detail::set_shape(grad_input_, input_shape_, input_channels_last_);
     const float* dy = grad_output.data();
     float* dx = grad_input_.data();
-    if (!input_channels_last_) {
-        std::copy_n(dy, grad_output.numel(), dx);
-        return grad_input_;
-    }
     const int64_t n = input_shape_[0], c = input_shape_[1], pixels = input_shape_[2] * input_shape_[3],
                   features = c * pixels;
     for (int64_t b = 0; b < n; ++b)
