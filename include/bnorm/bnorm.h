@@ -1,9 +1,12 @@
 /* bnorm.h: the stable C ABI of libbnorm, batch normalization for deep neural networks.
  *
  * For FFI users (Python ctypes, Rust, Julia) and C programs. Every entry point takes pointers to
- * contiguous buffers described by a bnorm_desc; parameter and statistics buffers (weight, bias,
- * running_mean, running_var, save_mean, save_invstd, dweight, dbias) have c elements and are double
- * when desc->dtype is BNORM_F64, float otherwise. NULL is accepted where an argument is optional.
+ * contiguous buffers described by a bnorm_desc. The data buffers (x, y, dy, dx) hold elements of
+ * desc->dtype: float, double, bfloat16 or IEEE float16 (the 16-bit ones as uint16_t bit patterns).
+ * Parameter and statistics buffers (weight, bias, running_mean, running_var, save_mean,
+ * save_invstd, dweight, dbias) have c elements and are double when desc->dtype is BNORM_F64, float
+ * otherwise (also for BNORM_BF16 and BNORM_F16: the mixed-precision contract, with all arithmetic
+ * in float32 and float64 accumulation). NULL is accepted where an argument is optional.
  *
  *   bnorm_desc d = {BNORM_F32, BNORM_CHANNELS_FIRST, 32, 64, 28 * 28};  // N, C, H*W
  *   bnorm_options o = {1e-5, 0.1, 1};                                   // PyTorch defaults
@@ -42,7 +45,7 @@ extern "C" {
 typedef enum {
     BNORM_OK = 0,
     BNORM_EINVAL = 1,      /* a bad argument: bnorm_last_error() says which and how to fix it */
-    BNORM_EUNSUPPORTED = 2, /* a valid request that this build cannot serve (e.g. a dtype not yet implemented) */
+    BNORM_EUNSUPPORTED = 2, /* a valid request that this build cannot serve */
     BNORM_ENOMEM = 3,
     BNORM_EINTERNAL = 4
 } bnorm_status;

@@ -13,11 +13,13 @@
 // The semantics, with formulas and the PyTorch/ONNX mapping, are in docs/semantics.md.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bnorm/bnorm.h"
@@ -63,52 +65,113 @@ struct Options {
     bool running_var_unbiased = true;        // running_var gets var*m/(m-1) (PyTorch); false: ONNX
 };
 
-// ---- operations (T = float or double; every tensor contiguous; an empty span means "none") ---
+// ---- 16-bit floating-point data ----------------------------------------------------------------
+// bfloat16 and float16 (IEEE 754 binary16) values, held as their bits. They are the element types
+// of x, y, dy and dx only: with them, weight, bias, the running and saved statistics and the
+// parameter gradients are float (param_t), and every operation computes in float32 with float64
+// accumulation (the mixed-precision contract; see docs/semantics.md).
+struct bfloat16 {
+    uint16_t bits = 0;
+};
+struct float16 {
+    uint16_t bits = 0;
+};
+
+inline float to_float(bfloat16 v) { return std::bit_cast<float>(static_cast<uint32_t>(v.bits) << 16); }
+// Round to nearest, ties to even; NaN stays a (quiet) NaN.
+inline bfloat16 to_bfloat16(float v) {
+    const uint32_t u = std::bit_cast<uint32_t>(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return bfloat16{static_cast<uint16_t>((u >> 16) | 0x0040u)};
+    return bfloat16{static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+}
+inline float to_float(float16 v) {
+    const uint32_t sign = static_cast<uint32_t>(v.bits & 0x8000u) << 16;
+    const uint32_t exponent = (v.bits >> 10) & 0x1fu, mantissa = v.bits & 0x3ffu;
+    if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24, exact in float
+        const float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-08f;
+        return sign ? -magnitude : magnitude;
+    }
+    if (exponent == 31) return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
+    return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+// Round to nearest, ties to even; beyond the largest float16 (65504, up to the rounding boundary
+// 65520) gives infinity; NaN stays a (quiet) NaN.
+inline float16 to_float16(float v) {
+    const uint32_t u = std::bit_cast<uint32_t>(v);
+    const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+    const uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return float16{static_cast<uint16_t>(sign | 0x7e00u)};
+    if (a >= 0x477ff000u) return float16{static_cast<uint16_t>(sign | 0x7c00u)};
+    if (a < 0x38800000u) {  // below 2^-14: subnormal or zero; |v| * 2^24 < 1024 is exact
+        const float scaled = std::bit_cast<float>(a) * 16777216.0f;
+        uint32_t q = static_cast<uint32_t>(scaled);
+        const float rest = scaled - static_cast<float>(q);
+        if (rest > 0.5f || (rest == 0.5f && (q & 1u))) ++q;  // q = 1024 is the smallest normal: right
+        return float16{static_cast<uint16_t>(sign | q)};
+    }
+    const uint32_t mantissa = a & 0x7fffffu;
+    uint32_t h = (((a >> 23) - 112) << 10) | (mantissa >> 13);
+    const uint32_t rest = mantissa & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // a carry into the exponent is right
+    return float16{static_cast<uint16_t>(sign | h)};
+}
+
+// The type of the parameters and statistics that go with data of type T.
+template <class T>
+using param_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+// ---- operations ------------------------------------------------------------------------------
+// T is float, double, bfloat16 or float16; P = param_t<T> (double for double data, else float).
+// Every tensor is contiguous; an empty span means "none".
 template <class T>
 struct ForwardTrainingArgs {
+    using P = param_t<T>;
     std::span<const T> x;                    // required, n*c*spatial
     std::span<T> y;                          // required, n*c*spatial; may be the same memory as x
-    std::span<const T> weight = {};          // c or none (gamma = 1)
-    std::span<const T> bias = {};            // c or none (beta = 0)
-    std::span<T> running_mean = {};          // c or none (statistics not tracked); with running_var
-    std::span<T> running_var = {};           // c or none
+    std::span<const P> weight = {};          // c or none (gamma = 1)
+    std::span<const P> bias = {};            // c or none (beta = 0)
+    std::span<P> running_mean = {};          // c or none (statistics not tracked); with running_var
+    std::span<P> running_var = {};           // c or none
     int64_t* num_batches_tracked = nullptr;  // incremented when tracked; required for cumulative average
-    std::span<T> save_mean = {};             // c or none
-    std::span<T> save_invstd = {};           // c or none
+    std::span<P> save_mean = {};             // c or none
+    std::span<P> save_invstd = {};           // c or none
 };
 
 template <class T>
 struct ForwardInferenceArgs {
+    using P = param_t<T>;
     std::span<const T> x;
     std::span<T> y;
-    std::span<const T> weight = {};
-    std::span<const T> bias = {};
-    std::span<const T> running_mean = {};    // required
-    std::span<const T> running_var = {};     // required
+    std::span<const P> weight = {};
+    std::span<const P> bias = {};
+    std::span<const P> running_mean = {};    // required
+    std::span<const P> running_var = {};     // required
 };
 
 template <class T>
 struct BackwardArgs {
+    using P = param_t<T>;
     std::span<const T> dy;
     std::span<const T> x;
     std::span<T> dx;                         // may be the same memory as dy or x
-    std::span<const T> weight = {};
-    std::span<const T> save_mean = {};       // required: from forward_training
-    std::span<const T> save_invstd = {};     // required: from forward_training
-    std::span<T> dweight = {};               // c or none (not computed)
-    std::span<T> dbias = {};                 // c or none (not computed)
+    std::span<const P> weight = {};
+    std::span<const P> save_mean = {};       // required: from forward_training
+    std::span<const P> save_invstd = {};     // required: from forward_training
+    std::span<P> dweight = {};               // c or none (not computed)
+    std::span<P> dbias = {};                 // c or none (not computed)
 };
 
 template <class T>
 struct BackwardInferenceArgs {
+    using P = param_t<T>;
     std::span<const T> dy;
     std::span<const T> x;
     std::span<T> dx;
-    std::span<const T> weight = {};
-    std::span<const T> running_mean = {};    // required
-    std::span<const T> running_var = {};     // required
-    std::span<T> dweight = {};
-    std::span<T> dbias = {};
+    std::span<const P> weight = {};
+    std::span<const P> running_mean = {};    // required
+    std::span<const P> running_var = {};     // required
+    std::span<P> dweight = {};
+    std::span<P> dbias = {};
 };
 
 template <class T>

@@ -13,13 +13,23 @@ namespace bnorm {
 namespace {
 
 template <class T>
+constexpr bnorm_dtype dtype_of() {
+    if constexpr (std::is_same_v<T, float>) return BNORM_F32;
+    else if constexpr (std::is_same_v<T, double>) return BNORM_F64;
+    else if constexpr (std::is_same_v<T, bfloat16>) return BNORM_BF16;
+    else {
+        static_assert(std::is_same_v<T, float16>, "T is float, double, bfloat16 or float16");
+        return BNORM_F16;
+    }
+}
+
+template <class T>
 bnorm_desc to_desc(const char* op, const Shape& s) {
-    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
     // Checked here, before the conversion: an out-of-range value is not a bnorm_layout.
     if (s.layout != Layout::channels_first && s.layout != Layout::channels_last)
         throw InvalidArgument(std::string(op) + ": shape.layout = " + std::to_string(static_cast<int>(s.layout)) +
                               " is not a layout; use Layout::channels_first or Layout::channels_last");
-    return bnorm_desc{std::is_same_v<T, double> ? BNORM_F64 : BNORM_F32,
+    return bnorm_desc{dtype_of<T>(),
                       s.layout == Layout::channels_last ? BNORM_CHANNELS_LAST : BNORM_CHANNELS_FIRST, s.n, s.c,
                       s.spatial};
 }
@@ -137,6 +147,8 @@ const char* version() { return BNORM_VERSION_STRING; }
     template void backward_inference<T>(const Shape&, const Options&, const BackwardInferenceArgs<T>&);
 BNORM_INSTANTIATE(float)
 BNORM_INSTANTIATE(double)
+BNORM_INSTANTIATE(bfloat16)
+BNORM_INSTANTIATE(float16)
 #undef BNORM_INSTANTIATE
 
 }  // namespace bnorm

@@ -42,7 +42,8 @@ std::string number(double v) {
 struct Problem {
     DType dtype;
     Geometry g;
-    size_t element_size;  // of x and of every parameter/statistics buffer
+    size_t element_size;  // of x, y, dy, dx
+    size_t param_size;    // of every parameter/statistics buffer: 8 for BNORM_F64, else 4
 };
 
 Problem check_desc(const char* op, const bnorm_desc* desc) {
@@ -90,7 +91,8 @@ Problem check_desc(const char* op, const bnorm_desc* desc) {
         invalid(op, prefix + "n * " + prefix + "c * " + prefix + "spatial = " + std::to_string(desc->n) + " * " +
                         std::to_string(desc->c) + " * " + std::to_string(desc->spatial) +
                         " elements overflow the address space; check the sizes");
-    return Problem{dtype, Geometry{layout, desc->n, desc->c, desc->spatial}, element_size};
+    return Problem{dtype, Geometry{layout, desc->n, desc->c, desc->spatial}, element_size,
+                   dtype == DType::f64 ? size_t{8} : size_t{4}};
 }
 
 // Inference uses only eps; training also momentum and running_var_unbiased.
@@ -148,13 +150,21 @@ void check_overlaps(const char* op, std::initializer_list<Buffer> buffers) {
     }
 }
 
-const Implementation& select(const char* op, const Problem& p) {
+// The one dispatch point: the first implementation of the list that accepts the problem, then the
+// kernel table of its element type, called as run(table, S{}) with S the element type.
+template <class Run>
+void dispatch(const char* op, const Problem& p, Run&& run) {
     const Implementation* list[] = {&cpu_implementation()};
-    for (const Implementation* impl : list)
-        if (impl->accepts(p.dtype, p.g)) return *impl;
-    const char* name = p.dtype == DType::bf16 ? "BNORM_BF16" : p.dtype == DType::f16 ? "BNORM_F16" : "this dtype";
-    throw Unsupported(std::string(op) + ": " + name +
-                      " is not implemented in this build yet; convert the data to BNORM_F32");
+    for (const Implementation* impl : list) {
+        if (!impl->accepts(p.dtype, p.g)) continue;
+        switch (p.dtype) {
+            case DType::f32: return run(impl->f32, float{});
+            case DType::f64: return run(impl->f64, double{});
+            case DType::bf16: return run(impl->bf16, bfloat16{});
+            case DType::f16: return run(impl->f16, float16{});
+        }
+    }
+    throw Unsupported(std::string(op) + ": no implementation in this build serves this problem");
 }
 
 template <class T>
@@ -193,7 +203,7 @@ void forward_training(const char* op, const bnorm_desc* desc, const bnorm_option
                         std::to_string(p.g.per_channel()) +
                         "): the batch variance is undefined; use a batch of at least 2, or inference");
     const size_t data = static_cast<size_t>(p.g.numel()) * p.element_size;
-    const size_t param = static_cast<size_t>(p.g.c) * p.element_size;
+    const size_t param = static_cast<size_t>(p.g.c) * p.param_size;
     check_overlaps(op, {{"x", x, data, false},
                         {"weight", weight, param, false},
                         {"bias", bias, param, false},
@@ -203,8 +213,6 @@ void forward_training(const char* op, const bnorm_desc* desc, const bnorm_option
                         {"y", y, data, true, {"x"}},
                         {"save_mean", save_mean, param, true},
                         {"save_invstd", save_invstd, param, true}});
-    const Implementation& impl = select(op, p);
-
     RunningUpdate update;
     int64_t count = 0;
     if (tracked) {
@@ -213,14 +221,12 @@ void forward_training(const char* op, const bnorm_desc* desc, const bnorm_option
         if (num_batches_tracked) count = *num_batches_tracked + 1;
         update.factor = cumulative ? 1.0 / static_cast<double>(count) : options->momentum;
     }
-    if (p.dtype == DType::f64)
-        impl.f64.forward_training({p.g, options->eps, update, in<double>(x), in<double>(weight),
-                                   in<double>(bias), out<double>(running_mean), out<double>(running_var),
-                                   out<double>(y), out<double>(save_mean), out<double>(save_invstd)});
-    else
-        impl.f32.forward_training({p.g, options->eps, update, in<float>(x), in<float>(weight),
-                                   in<float>(bias), out<float>(running_mean), out<float>(running_var),
-                                   out<float>(y), out<float>(save_mean), out<float>(save_invstd)});
+    dispatch(op, p, [&](const auto& table, auto element) {
+        using S = decltype(element);
+        using P = param_t<S>;
+        table.forward_training({p.g, options->eps, update, in<S>(x), in<P>(weight), in<P>(bias), out<P>(running_mean),
+                                out<P>(running_var), out<S>(y), out<P>(save_mean), out<P>(save_invstd)});
+    });
     if (tracked && num_batches_tracked) *num_batches_tracked = count;
 }
 
@@ -234,20 +240,19 @@ void forward_inference(const char* op, const bnorm_desc* desc, const bnorm_optio
     require(op, running_mean, "running_mean", "the c running means (inference normalizes with them)");
     require(op, running_var, "running_var", "the c running variances (inference normalizes with them)");
     const size_t data = static_cast<size_t>(p.g.numel()) * p.element_size;
-    const size_t param = static_cast<size_t>(p.g.c) * p.element_size;
+    const size_t param = static_cast<size_t>(p.g.c) * p.param_size;
     check_overlaps(op, {{"x", x, data, false},
                         {"weight", weight, param, false},
                         {"bias", bias, param, false},
                         {"running_mean", running_mean, param, false},
                         {"running_var", running_var, param, false},
                         {"y", y, data, true, {"x"}}});
-    const Implementation& impl = select(op, p);
-    if (p.dtype == DType::f64)
-        impl.f64.forward_inference({p.g, options->eps, in<double>(x), in<double>(weight), in<double>(bias),
-                                    in<double>(running_mean), in<double>(running_var), out<double>(y)});
-    else
-        impl.f32.forward_inference({p.g, options->eps, in<float>(x), in<float>(weight), in<float>(bias),
-                                    in<float>(running_mean), in<float>(running_var), out<float>(y)});
+    dispatch(op, p, [&](const auto& table, auto element) {
+        using S = decltype(element);
+        using P = param_t<S>;
+        table.forward_inference({p.g, options->eps, in<S>(x), in<P>(weight), in<P>(bias), in<P>(running_mean),
+                                 in<P>(running_var), out<S>(y)});
+    });
 }
 
 void backward(const char* op, const bnorm_desc* desc, const void* dy, const void* x,
@@ -260,7 +265,7 @@ void backward(const char* op, const bnorm_desc* desc, const void* dy, const void
     require(op, save_invstd, "save_invstd", "the inverse standard deviations saved by the training forward pass");
     require(op, dx, "dx", "the output gradient buffer, n*c*spatial values");
     const size_t data = static_cast<size_t>(p.g.numel()) * p.element_size;
-    const size_t param = static_cast<size_t>(p.g.c) * p.element_size;
+    const size_t param = static_cast<size_t>(p.g.c) * p.param_size;
     check_overlaps(op, {{"dy", dy, data, false},
                         {"x", x, data, false},
                         {"weight", weight, param, false},
@@ -269,13 +274,12 @@ void backward(const char* op, const bnorm_desc* desc, const void* dy, const void
                         {"dx", dx, data, true, {"dy", "x"}},
                         {"dweight", dweight, param, true},
                         {"dbias", dbias, param, true}});
-    const Implementation& impl = select(op, p);
-    if (p.dtype == DType::f64)
-        impl.f64.backward({p.g, in<double>(dy), in<double>(x), in<double>(weight), in<double>(save_mean),
-                           in<double>(save_invstd), out<double>(dx), out<double>(dweight), out<double>(dbias)});
-    else
-        impl.f32.backward({p.g, in<float>(dy), in<float>(x), in<float>(weight), in<float>(save_mean),
-                           in<float>(save_invstd), out<float>(dx), out<float>(dweight), out<float>(dbias)});
+    dispatch(op, p, [&](const auto& table, auto element) {
+        using S = decltype(element);
+        using P = param_t<S>;
+        table.backward({p.g, in<S>(dy), in<S>(x), in<P>(weight), in<P>(save_mean), in<P>(save_invstd), out<S>(dx),
+                        out<P>(dweight), out<P>(dbias)});
+    });
 }
 
 void backward_inference(const char* op, const bnorm_desc* desc, const bnorm_options* options,
@@ -290,7 +294,7 @@ void backward_inference(const char* op, const bnorm_desc* desc, const bnorm_opti
     require(op, running_var, "running_var", "the c running variances the forward pass used");
     require(op, dx, "dx", "the output gradient buffer, n*c*spatial values");
     const size_t data = static_cast<size_t>(p.g.numel()) * p.element_size;
-    const size_t param = static_cast<size_t>(p.g.c) * p.element_size;
+    const size_t param = static_cast<size_t>(p.g.c) * p.param_size;
     check_overlaps(op, {{"dy", dy, data, false},
                         {"x", x, data, false},
                         {"weight", weight, param, false},
@@ -299,15 +303,12 @@ void backward_inference(const char* op, const bnorm_desc* desc, const bnorm_opti
                         {"dx", dx, data, true, {"dy", "x"}},
                         {"dweight", dweight, param, true},
                         {"dbias", dbias, param, true}});
-    const Implementation& impl = select(op, p);
-    if (p.dtype == DType::f64)
-        impl.f64.backward_inference({p.g, options->eps, in<double>(dy), in<double>(x), in<double>(weight),
-                                     in<double>(running_mean), in<double>(running_var), out<double>(dx),
-                                     out<double>(dweight), out<double>(dbias)});
-    else
-        impl.f32.backward_inference({p.g, options->eps, in<float>(dy), in<float>(x), in<float>(weight),
-                                     in<float>(running_mean), in<float>(running_var), out<float>(dx),
-                                     out<float>(dweight), out<float>(dbias)});
+    dispatch(op, p, [&](const auto& table, auto element) {
+        using S = decltype(element);
+        using P = param_t<S>;
+        table.backward_inference({p.g, options->eps, in<S>(dy), in<S>(x), in<P>(weight), in<P>(running_mean),
+                                  in<P>(running_var), out<S>(dx), out<P>(dweight), out<P>(dbias)});
+    });
 }
 
 }  // namespace bnorm::detail

@@ -1,32 +1,63 @@
-// batch_norm.cpp: the production CPU kernels (threads + loops the compiler vectorizes).
+// batch_norm.cpp: the production CPU kernels, written once with Highway and compiled for several
+// instruction sets (AVX-512, AVX2, and a portable baseline); Highway picks the best one the
+// machine has, once, at the first call (HWY_DYNAMIC_DISPATCH, at the bottom of this file).
 //
-// Every operation is one or two reductions over fixed chunks followed by one elementwise pass:
-//   forward training  = moments (count, mean, M2 per chunk, merged with Chan's formula) + affine
-//   forward inference = affine with scale/shift from the running statistics
-//   backward          = sums (sum dy, sum dy*(x - mean)) + elementwise dx
-// Chunks depend only on the shape, partial results are merged in chunk order, so the results are
-// bitwise independent of the thread count. Accumulation is in double; the variance is computed
-// from deviations around each chunk's own mean (never E[x^2] - E[x]^2), so large offsets do not
-// cancel.
+// Batch normalization is memory-bound, so every operation is arranged to move each byte as few
+// times as possible:
+//   forward training, channels-first: one task per channel reads the channel once for its
+//     statistics (single-pass shifted sums per chunk, merged with Chan's formula) and normalizes
+//     it while it is still in the core's cache (a channel of 32x112x112 float32 is 1.6 MB);
+//   forward training, channels-last: one read for the statistics (per-chunk sums, vectorized
+//     across channels with the accumulators in registers), then one read + one write;
+//   backward: sum dy and sum dy*(x - mean) in one pass, then dx, per channel while in cache;
+//   inference, backward in inference mode: one read, one write (y = x*scale + shift, one FMA).
+// Outputs larger than the caches are written with non-temporal stores (no read-for-ownership).
 //
-// Two memory orders: "interleaved" ((rows, c) with rows = n*spatial: channels-last, or
-// channels-first with spatial 1), vectorized across channels; and "planar" (channels-first,
-// spatial > 1), where channel c is n runs of `spatial` contiguous values, vectorized along a run.
+// Determinism: the chunks depend only on the shape, each chunk is reduced by one thread in a fixed
+// order and chunk results are merged in chunk order, so the results are bitwise identical for
+// every thread count (they may differ between instruction sets in the last bits: the vector width
+// sets the order of the additions within a chunk).
+//
+// Accuracy: statistics accumulate in double. A chunk's moments are sums of d = x - x0 and d^2 with
+// x0 the chunk's first value; since x0 is one of the chunk's values, (mean - x0)^2 <= M2, so the
+// cancellation in M2 = sum d^2 - (sum d)^2/n costs at most a factor n (<= 8192) of double's
+// precision: large offsets (1e6 + noise) keep their variance. 16-bit data are widened to float32
+// on load and rounded to nearest-even on store; parameters and statistics stay float32.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "cpu/batch_norm.cpp"
+// AVX-512, AVX2 and the baseline: the SSE4/SSSE3 targets would only lengthen the build.
+#ifndef HWY_DISABLED_TARGETS
+#define HWY_DISABLED_TARGETS (HWY_SSSE3 | HWY_SSE4 | HWY_AVX3_DL)
+#endif
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+
+#include <hwy/cache_control.h>
+#include <hwy/highway.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "core/kernels.hpp"
 #include "core/threading.hpp"
 
-namespace bnorm::detail {
-namespace {
+#ifndef BNORM_CPU_KERNEL_COMMON
+#define BNORM_CPU_KERNEL_COMMON
+namespace bnorm::detail::cpu {
 
-constexpr int64_t kChunkElements = 8192;  // ~32 KiB of float32: a chunk stays in L1/L2 between passes
+// Values per statistics chunk: the factor that bounds the cancellation (see the top), and the
+// unit of parallel work. 8192 float32 = 32 KiB, in L1/L2 between the two uses of a chunk.
+constexpr int64_t kChunkElements = 8192;
+// Outputs above this size are streamed to memory (they would not stay in the L2 caches anyway).
+constexpr int64_t kStreamBytes = int64_t{4} << 20;
 
-// The split of a problem into chunks. Interleaved: chunk k is rows [k*rows, (k+1)*rows) across
-// all channels. Planar: chunk k of channel c is plane positions [k*kChunkElements, ...) of c,
-// where plane position i is sample i / spatial, position i % spatial.
+// The split of a problem into chunks. Interleaved ((rows, c): channels-last, or channels-first
+// with spatial 1): chunk k is rows [k*rows, (k+1)*rows) of all channels. Planar (channels-first,
+// spatial > 1): chunk k of channel c is its plane positions [k*kChunkElements, ...), position i
+// being sample i / spatial, offset i % spatial.
 struct Plan {
     Geometry g;
     bool interleaved;
@@ -35,13 +66,12 @@ struct Plan {
 
     explicit Plan(const Geometry& geometry) : g(geometry), interleaved(geometry.interleaved()) {
         const int64_t m = g.per_channel();
-        chunk_len = interleaved ? std::max<int64_t>(1, kChunkElements / g.c) : kChunkElements;
+        chunk_len = interleaved ? std::max<int64_t>(16, kChunkElements / g.c) : kChunkElements;
+        chunk_len = std::min(chunk_len, m);
         chunks = (m + chunk_len - 1) / chunk_len;
     }
     int64_t begin(int64_t k) const { return k * chunk_len; }
     int64_t end(int64_t k) const { return std::min(g.per_channel(), (k + 1) * chunk_len); }
-    // Parallel tasks: one per chunk interleaved, one per (channel, chunk) planar.
-    int64_t tasks() const { return interleaved ? chunks : chunks * g.c; }
 };
 
 // Calls run(offset, length) for each contiguous run of channel c's plane positions [i0, i1).
@@ -55,336 +85,755 @@ void for_each_run(const Geometry& g, int64_t c, int64_t i0, int64_t i1, Run&& ru
     }
 }
 
-// A sum with kLanes independent accumulators, so that the compiler can vectorize it (a single
-// accumulator is a chain of dependent additions it may not reorder). Element j of a run always
-// goes to lane j % kLanes, so the result depends only on the runs, never on threads.
-struct Lanes {
-    static constexpr int kLanes = 8;
-    double lane[kLanes] = {};
-
-    template <class Value>
-    void add(int64_t length, Value&& value) {
-        int64_t j = 0;
-        for (; j + kLanes <= length; j += kLanes)
-            for (int l = 0; l < kLanes; ++l) lane[l] += value(j + l);
-        for (; j < length; ++j) lane[j % kLanes] += value(j);
-    }
-    double total() const {
-        return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-    }
-};
-
 // Scratch memory of the calling thread, reused across calls: no allocation once warmed up.
-double* workspace(size_t doubles) {
+inline double* workspace(size_t doubles) {
     thread_local std::vector<double> buffer;
     if (buffer.size() < doubles) buffer.resize(doubles);
     return buffer.data();
 }
 
-// Moments of every (chunk, channel): mean[k*c + ch] and m2[k*c + ch] (sum of squared deviations).
-template <class T>
-void chunk_moments(const Plan& p, const T* x, double* mean, double* m2) {
-    const int64_t C = p.g.c;
-    parallel_for(p.tasks(), p.g.numel(), [&](int64_t task) {
-        if (p.interleaved) {
-            const int64_t k = task, r0 = p.begin(k), r1 = p.end(k);
-            double* mu = mean + k * C;
-            double* sq = m2 + k * C;
-            std::fill(mu, mu + C, 0.0);
-            std::fill(sq, sq + C, 0.0);
-            for (int64_t r = r0; r < r1; ++r) {
-                const T* row = x + r * C;
-                for (int64_t c = 0; c < C; ++c) mu[c] += static_cast<double>(row[c]);
-            }
-            const double count = static_cast<double>(r1 - r0);
-            for (int64_t c = 0; c < C; ++c) mu[c] /= count;
-            // Deviations around the chunk mean; m2 is corrected below by (sum of deviations)^2/count,
-            // which removes the rounding error of the mean itself (the "corrected two-pass" formula).
-            for (int64_t c0 = 0; c0 < C; c0 += 256) {
-                const int64_t c1 = std::min(C, c0 + 256);
-                double correction[256] = {};
-                for (int64_t r = r0; r < r1; ++r) {
-                    const T* row = x + r * C;
-                    for (int64_t c = c0; c < c1; ++c) {
-                        const double d = static_cast<double>(row[c]) - mu[c];
-                        sq[c] += d * d;
-                        correction[c - c0] += d;
-                    }
-                }
-                for (int64_t c = c0; c < c1; ++c)
-                    sq[c] -= correction[c - c0] * correction[c - c0] / count;
-            }
-        } else {
-            const int64_t c = task / p.chunks, k = task % p.chunks;
-            const int64_t i0 = p.begin(k), i1 = p.end(k);
-            Lanes sum;
-            for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) {
-                const T* v = x + offset;
-                sum.add(length, [&](int64_t j) { return static_cast<double>(v[j]); });
-            });
-            const double count = static_cast<double>(i1 - i0);
-            const double mu = sum.total() / count;
-            Lanes sq, correction;
-            for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) {
-                const T* v = x + offset;
-                sq.add(length, [&](int64_t j) {
-                    const double d = static_cast<double>(v[j]) - mu;
-                    return d * d;
-                });
-                correction.add(length, [&](int64_t j) { return static_cast<double>(v[j]) - mu; });
-            });
-            const double dev = correction.total();
-            mean[k * C + c] = mu;
-            m2[k * C + c] = sq.total() - dev * dev / count;
-        }
-    });
+// Moments of a set of values: count, mean, sum of squared deviations.
+struct Moments {
+    double n = 0, mean = 0, m2 = 0;
+};
+
+// From the shifted sums s1 = sum d, s2 = sum d^2 of n values d = x - shift.
+inline Moments from_shifted(double n, double shift, double s1, double s2) {
+    return Moments{n, shift + s1 / n, std::max(0.0, s2 - s1 * s1 / n)};
 }
 
-// Merges the chunk moments of each channel in chunk order with Chan et al.'s parallel formula;
-// leaves the result in mean[0..c) and m2[0..c).
-void merge_moments(const Plan& p, double* mean, double* m2) {
-    const int64_t C = p.g.c;
-    double count_a = static_cast<double>(p.end(0) - p.begin(0));
-    for (int64_t k = 1; k < p.chunks; ++k) {
-        const double count_b = static_cast<double>(p.end(k) - p.begin(k));
-        const double count = count_a + count_b;
-        const double* mean_b = mean + k * C;
-        const double* m2_b = m2 + k * C;
-        for (int64_t c = 0; c < C; ++c) {
-            const double delta = mean_b[c] - mean[c];
-            mean[c] += delta * (count_b / count);
-            m2[c] += m2_b[c] + delta * delta * (count_a * count_b / count);
-        }
-        count_a = count;
-    }
+// Chan, Golub & LeVeque (1979): the moments of the union of two disjoint sets.
+inline void merge(Moments& a, const Moments& b) {
+    const double n = a.n + b.n;
+    const double delta = b.mean - a.mean;
+    a.mean += delta * (b.n / n);
+    a.m2 += b.m2 + delta * delta * (a.n * b.n / n);
+    a.n = n;
 }
 
-// Per (chunk, channel): sum_dy[k*c + ch] = sum dy, sum_dy_centered[...] = sum dy*(x - center[ch]).
-template <class T>
-void chunk_backward_sums(const Plan& p, const T* dy, const T* x, const double* center,
-                         double* sum_dy, double* sum_dy_centered) {
-    const int64_t C = p.g.c;
-    parallel_for(p.tasks(), 2 * p.g.numel(), [&](int64_t task) {
-        if (p.interleaved) {
-            const int64_t k = task;
-            double* s0 = sum_dy + k * C;
-            double* s1 = sum_dy_centered + k * C;
-            std::fill(s0, s0 + C, 0.0);
-            std::fill(s1, s1 + C, 0.0);
-            for (int64_t r = p.begin(k); r < p.end(k); ++r) {
-                const T* g = dy + r * C;
-                const T* v = x + r * C;
-                for (int64_t c = 0; c < C; ++c) {
-                    const double d = static_cast<double>(g[c]);
-                    s0[c] += d;
-                    s1[c] += d * (static_cast<double>(v[c]) - center[c]);
-                }
-            }
-        } else {
-            const int64_t c = task / p.chunks, k = task % p.chunks;
-            Lanes s0, s1;
-            const double mu = center[c];
-            for_each_run(p.g, c, p.begin(k), p.end(k), [&](int64_t offset, int64_t length) {
-                const T* g = dy + offset;
-                const T* v = x + offset;
-                s0.add(length, [&](int64_t j) { return static_cast<double>(g[j]); });
-                s1.add(length, [&](int64_t j) { return static_cast<double>(g[j]) * (static_cast<double>(v[j]) - mu); });
-            });
-            sum_dy[k * C + c] = s0.total();
-            sum_dy_centered[k * C + c] = s1.total();
-        }
-    });
-}
-
-// Adds the chunk sums of each channel in chunk order into sums[0..c).
-void merge_sums(const Plan& p, double* sums) {
-    const int64_t C = p.g.c;
-    for (int64_t k = 1; k < p.chunks; ++k)
-        for (int64_t c = 0; c < C; ++c) sums[c] += sums[k * C + c];
-}
-
-// out = (x - center[ch])*scale[ch] + shift[ch], or, with dy: out = dy*scale + (x - center)*slope + shift.
-// The per-channel coefficients are in the element type, so the inner loop is one or two FMAs.
-template <class T, bool kWithGradient>
-void elementwise(const Plan& p, const T* x, const T* dy, const T* center, const T* scale,
-                 const T* slope, const T* shift, T* out) {
-    const int64_t C = p.g.c;
-    parallel_for(p.tasks(), p.g.numel(), [&](int64_t task) {
-        if (p.interleaved) {
-            for (int64_t r = p.begin(task); r < p.end(task); ++r) {
-                const T* v = x + r * C;
-                T* o = out + r * C;
-                if constexpr (kWithGradient) {
-                    const T* g = dy + r * C;
-                    for (int64_t c = 0; c < C; ++c)
-                        o[c] = g[c] * scale[c] + (v[c] - center[c]) * slope[c] + shift[c];
-                } else {
-                    for (int64_t c = 0; c < C; ++c) o[c] = (v[c] - center[c]) * scale[c] + shift[c];
-                }
-            }
-        } else {
-            const int64_t c = task / p.chunks, k = task % p.chunks;
-            const T mu = center[c], a = scale[c], b = shift[c];
-            const T s = kWithGradient ? slope[c] : T(0);
-            for_each_run(p.g, c, p.begin(k), p.end(k), [&](int64_t offset, int64_t length) {
-                const T* v = x + offset;
-                T* o = out + offset;
-                if constexpr (kWithGradient) {
-                    const T* g = dy + offset;
-                    for (int64_t j = 0; j < length; ++j) o[j] = g[j] * a + (v[j] - mu) * s + b;
-                } else {
-                    for (int64_t j = 0; j < length; ++j) o[j] = (v[j] - mu) * a + b;
-                }
-            });
-        }
-    });
-}
-
-template <class T>
-double param_or(const T* p, int64_t c, double fallback) {
+template <class P>
+double param_or(const P* p, int64_t c, double fallback) {
     return p ? static_cast<double>(p[c]) : fallback;
 }
 
-// Workspace layout of one call: `per_chunk` arrays of chunks*c doubles, then 4 arrays of c
-// coefficients of type T (stored in double-sized slots so that any T fits).
-struct Scratch {
-    double* chunk_a;
-    double* chunk_b;
-    double* center;
-    double* coefficient;  // 4*c slots for T-typed coefficients
+}  // namespace bnorm::detail::cpu
+#endif  // BNORM_CPU_KERNEL_COMMON
 
-    template <class T>
-    T* coefficients(int64_t i, int64_t c) const {
-        return reinterpret_cast<T*>(coefficient) + i * c;
-    }
-};
+HWY_BEFORE_NAMESPACE();
+namespace bnorm::detail::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+using cpu::for_each_run;
+using cpu::Moments;
+using cpu::Plan;
 
-Scratch make_scratch(const Plan& p) {
-    const size_t per_chunk = static_cast<size_t>(p.chunks * p.g.c);
-    const size_t c = static_cast<size_t>(p.g.c);
-    double* base = workspace(2 * per_chunk + 5 * c);
-    return Scratch{base, base + per_chunk, base + 2 * per_chunk, base + 2 * per_chunk + c};
+// ---- loads and stores of the element types, as vectors of the compute type ---------------------
+// Compute type: double for double data, float otherwise.
+template <class S>
+using Compute = std::conditional_t<std::is_same_v<S, double>, double, float>;
+
+#undef BNORM_SOFT_FLOAT16
+#if HWY_TARGET == HWY_EMU128 || HWY_TARGET == HWY_SCALAR
+#define BNORM_SOFT_FLOAT16 1  // Highway's portable float16 conversion truncates: use ours
+#else
+#define BNORM_SOFT_FLOAT16 0  // F16C's vcvtph2ps / vcvtps2ph (round to nearest even)
+#endif
+
+template <class D>
+HWY_INLINE hn::Vec<D> load(D d, const float* p) { return hn::LoadU(d, p); }
+template <class D>
+HWY_INLINE hn::Vec<D> load(D d, const double* p) { return hn::LoadU(d, p); }
+template <class D>
+HWY_INLINE hn::Vec<D> load(D d, const bfloat16* p) {
+    const hn::Rebind<uint16_t, D> d16;
+    const hn::RebindToUnsigned<D> d32;
+    const auto bits = hn::PromoteTo(d32, hn::LoadU(d16, reinterpret_cast<const uint16_t*>(p)));
+    return hn::BitCast(d, hn::ShiftLeft<16>(bits));
+}
+template <class D>
+HWY_INLINE hn::Vec<D> load(D d, const float16* p) {
+#if BNORM_SOFT_FLOAT16
+    HWY_ALIGN float values[hn::MaxLanes(d)];
+    for (size_t i = 0; i < hn::Lanes(d); ++i) values[i] = to_float(p[i]);
+    return hn::Load(d, values);
+#else
+    const hn::Rebind<hwy::float16_t, D> d16;
+    return hn::PromoteTo(d, hn::LoadU(d16, reinterpret_cast<const hwy::float16_t*>(p)));
+#endif
 }
 
-template <class T>
-void forward_training(const ForwardTrainingArgs<T>& a) {
-    const Plan p(a.g);
-    const Scratch w = make_scratch(p);
-    chunk_moments(p, a.x, w.chunk_a, w.chunk_b);
-    merge_moments(p, w.chunk_a, w.chunk_b);
-    const int64_t C = a.g.c;
-    const double m = static_cast<double>(a.g.per_channel());
-    T* center = w.coefficients<T>(0, C);
-    T* scale = w.coefficients<T>(1, C);
-    T* shift = w.coefficients<T>(2, C);
-    for (int64_t c = 0; c < C; ++c) {
-        const double mean = w.chunk_a[c];
-        const double var = w.chunk_b[c] / m;
-        const double invstd = 1.0 / std::sqrt(var + a.eps);
-        center[c] = static_cast<T>(mean);
-        scale[c] = static_cast<T>(param_or(a.weight, c, 1.0) * invstd);
-        shift[c] = static_cast<T>(param_or(a.bias, c, 0.0));
-        if (a.save_mean) a.save_mean[c] = static_cast<T>(mean);
-        if (a.save_invstd) a.save_invstd[c] = static_cast<T>(invstd);
-        if (a.update.enabled) {
-            const double f = a.update.factor;
-            const double batch_var = a.update.unbiased ? var * m / (m - 1.0) : var;
-            a.running_mean[c] =
-                static_cast<T>((1.0 - f) * static_cast<double>(a.running_mean[c]) + f * mean);
-            a.running_var[c] =
-                static_cast<T>((1.0 - f) * static_cast<double>(a.running_var[c]) + f * batch_var);
+// Stores v at p; streaming (non-temporal) when `stream` and p is aligned to the stored vector.
+template <class D>
+HWY_INLINE void store(D d, hn::Vec<D> v, float* p, bool stream) {
+    if (stream) hn::Stream(v, d, p);
+    else hn::StoreU(v, d, p);
+}
+template <class D>
+HWY_INLINE void store(D d, hn::Vec<D> v, double* p, bool stream) {
+    if (stream) hn::Stream(v, d, p);
+    else hn::StoreU(v, d, p);
+}
+template <class D>
+HWY_INLINE void store(D /* d */, hn::Vec<D> v, bfloat16* p, bool stream) {
+    // Round to nearest even: add 0x7fff plus the lowest kept bit, keep the high half; a NaN keeps
+    // its high half with the quiet bit set (rounding could carry it into an infinity).
+    const hn::RebindToUnsigned<D> d32;
+    const auto bits = hn::BitCast(d32, v);
+    const auto odd = hn::And(hn::ShiftRight<16>(bits), hn::Set(d32, 1u));
+    const auto rounded = hn::ShiftRight<16>(hn::Add(bits, hn::Add(hn::Set(d32, 0x7fffu), odd)));
+    const auto quiet = hn::ShiftRight<16>(hn::Or(bits, hn::Set(d32, 0x00400000u)));
+    const auto half = hn::IfThenElse(hn::RebindMask(d32, hn::IsNaN(v)), quiet, rounded);
+    const hn::Rebind<uint16_t, D> d16;
+    const auto narrow = hn::DemoteTo(d16, hn::BitCast(hn::RebindToSigned<D>(), half));
+    auto* out = reinterpret_cast<uint16_t*>(p);
+    if (stream) hn::Stream(narrow, d16, out);
+    else hn::StoreU(narrow, d16, out);
+}
+template <class D>
+HWY_INLINE void store(D d, hn::Vec<D> v, float16* p, bool stream) {
+#if BNORM_SOFT_FLOAT16
+    (void)stream;
+    HWY_ALIGN float values[hn::MaxLanes(d)];
+    hn::Store(v, d, values);
+    for (size_t i = 0; i < hn::Lanes(d); ++i) p[i] = to_float16(values[i]);
+#else
+    const hn::Rebind<hwy::float16_t, D> d16;
+    const hn::Rebind<uint16_t, D> du16;
+    const auto narrow = hn::BitCast(du16, hn::DemoteTo(d16, v));
+    auto* out = reinterpret_cast<uint16_t*>(p);
+    if (stream) hn::Stream(narrow, du16, out);
+    else hn::StoreU(narrow, du16, out);
+#endif
+}
+
+// ---- elementwise: out = f(x) per element over a run, vectors plus one-lane vectors for the ends --
+// The one-lane vectors use the same operations, so an element's result does not depend on where
+// it falls. With `stream`, a head of one-lane stores reaches the output's vector alignment first.
+template <class S, class F>
+HWY_INLINE void map_run(const S* x, S* out, int64_t length, bool stream, F&& f) {
+    using C = Compute<S>;
+    const hn::ScalableTag<C> d;
+    const hn::CappedTag<C, 1> d1;
+    const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+    int64_t j = 0;
+    if (stream) {
+        const uintptr_t bytes = static_cast<uintptr_t>(lanes) * sizeof(S);
+        while (j < length && reinterpret_cast<uintptr_t>(out + j) % bytes != 0) {
+            store(d1, f(d1, load(d1, x + j), j), out + j, false);
+            ++j;
         }
     }
-    elementwise<T, false>(p, a.x, nullptr, center, scale, nullptr, shift, a.y);
+    for (; j + lanes <= length; j += lanes) store(d, f(d, load(d, x + j), j), out + j, stream);
+    for (; j < length; ++j) store(d1, f(d1, load(d1, x + j), j), out + j, false);
+}
+
+// ---- reductions over a run into double lanes ----------------------------------------------------
+// Sums of d = x - shift and d^2 (statistics), or of dy and dy*(x - center) (backward), with a
+// fixed assignment of elements to lanes: element j of a run goes to vector lane j % lanes while a
+// whole vector remains, to the scalar tail otherwise.
+template <class S>
+struct PairSums {
+    using C = Compute<S>;
+    using DC = hn::ScalableTag<C>;
+    using DD = hn::ScalableTag<double>;
+    // Double vectors per compute vector: 2 for float data (N floats are two vectors of N/2
+    // doubles), 1 for double data and for one-lane targets.
+    static constexpr int kParts = hn::MaxLanes(DC()) > hn::MaxLanes(DD()) ? 2 : 1;
+    hn::Vec<DD> a0, a1, b0, b1;
+    double tail_a = 0, tail_b = 0;
+
+    // Written out: an implicit constructor would not carry this target's instruction set.
+    HWY_INLINE PairSums() : a0(hn::Zero(DD())), a1(hn::Zero(DD())), b0(hn::Zero(DD())), b1(hn::Zero(DD())) {}
+
+    // A compute vector as kParts double vectors (hi is zero when kParts is 1).
+    static HWY_INLINE void widen(hn::Vec<DC> v, hn::Vec<DD>& lo, hn::Vec<DD>& hi) {
+        if constexpr (std::is_same_v<C, double>) {
+            lo = v;
+            hi = hn::Zero(DD());
+        } else if constexpr (kParts == 1) {
+            lo = hn::PromoteTo(DD(), v);
+            hi = hn::Zero(DD());
+        } else {
+#if HWY_TARGET != HWY_SCALAR  // one-lane vectors have no halves (kParts is 1 there)
+            const hn::Half<DC> dh;
+            lo = hn::PromoteTo(DD(), hn::LowerHalf(dh, v));
+            hi = hn::PromoteTo(DD(), hn::UpperHalf(dh, v));
+#endif
+        }
+    }
+
+    // a += x - shift, b += (x - shift)^2
+    HWY_INLINE void add_moments(const S* x, int64_t length, double shift) {
+        const DC d;
+        const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+        const auto s = hn::Set(DD(), shift);
+        int64_t j = 0;
+        for (; j + lanes <= length; j += lanes) {
+            hn::Vec<DD> lo, hi;
+            widen(load(d, x + j), lo, hi);
+            lo = hn::Sub(lo, s);
+            a0 = hn::Add(a0, lo);
+            b0 = hn::MulAdd(lo, lo, b0);
+            if constexpr (kParts == 2) {
+                hi = hn::Sub(hi, s);
+                a1 = hn::Add(a1, hi);
+                b1 = hn::MulAdd(hi, hi, b1);
+            }
+        }
+        for (; j < length; ++j) {
+            const double v = to_double(x[j]) - shift;
+            tail_a += v;
+            tail_b += v * v;
+        }
+    }
+
+    // a += dy, b += dy*(x - center)
+    HWY_INLINE void add_gradients(const S* dy, const S* x, int64_t length, double center) {
+        const DC d;
+        const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+        const auto mu = hn::Set(DD(), center);
+        int64_t j = 0;
+        for (; j + lanes <= length; j += lanes) {
+            hn::Vec<DD> g_lo, g_hi, x_lo, x_hi;
+            widen(load(d, dy + j), g_lo, g_hi);
+            widen(load(d, x + j), x_lo, x_hi);
+            a0 = hn::Add(a0, g_lo);
+            b0 = hn::MulAdd(g_lo, hn::Sub(x_lo, mu), b0);
+            if constexpr (kParts == 2) {
+                a1 = hn::Add(a1, g_hi);
+                b1 = hn::MulAdd(g_hi, hn::Sub(x_hi, mu), b1);
+            }
+        }
+        for (; j < length; ++j) {
+            const double g = to_double(dy[j]);
+            tail_a += g;
+            tail_b += g * (to_double(x[j]) - center);
+        }
+    }
+
+    double total_a() const { return hn::GetLane(hn::SumOfLanes(DD(), hn::Add(a0, a1))) + tail_a; }
+    double total_b() const { return hn::GetLane(hn::SumOfLanes(DD(), hn::Add(b0, b1))) + tail_b; }
+};
+
+// ---- interleaved reductions: across rows, vectorized across channels ---------------------------
+// For channels [c0, c0 + K*lanes) of rows [r0, r1) of a (rows, C) array, the K*2 double-vector
+// accumulators stay in registers. Writes sum_a[c], sum_b[c] for those channels.
+//   moments:   a = sum (x - x[r0]), b = sum (x - x[r0])^2, and shift[c] = x[r0][c]
+//   gradients: a = sum dy,          b = sum dy*(x - center[c])
+template <int K, bool kGradients, class S>
+HWY_INLINE void interleaved_block(const S* x, const S* dy, int64_t C, int64_t r0, int64_t r1, int64_t c0,
+                                  const double* center, double* shift_out, double* sum_a, double* sum_b) {
+    using Sums = PairSums<S>;
+    using DD = typename Sums::DD;
+    const typename Sums::DC d;
+    const DD dd;
+    const int64_t lanes = static_cast<int64_t>(hn::Lanes(d)), half = static_cast<int64_t>(hn::Lanes(dd));
+    constexpr int kParts = Sums::kParts;
+    hn::Vec<DD> base[K * kParts], a[K * kParts], b[K * kParts];
+    for (int k = 0; k < K; ++k) {
+        hn::Vec<DD> lo, hi;
+        if constexpr (kGradients) {
+            lo = hn::LoadU(dd, center + c0 + k * lanes);
+            if constexpr (kParts == 2) hi = hn::LoadU(dd, center + c0 + k * lanes + half);
+        } else {
+            Sums::widen(load(d, x + r0 * C + c0 + k * lanes), lo, hi);
+        }
+        base[k * kParts] = lo;
+        if constexpr (kParts == 2) base[k * kParts + 1] = hi;
+    }
+    for (int i = 0; i < K * kParts; ++i) a[i] = b[i] = hn::Zero(dd);
+    for (int64_t r = r0; r < r1; ++r) {
+        for (int k = 0; k < K; ++k) {
+            hn::Vec<DD> v[2];
+            Sums::widen(load(d, x + r * C + c0 + k * lanes), v[0], v[1]);
+            if constexpr (kGradients) {
+                hn::Vec<DD> g[2];
+                Sums::widen(load(d, dy + r * C + c0 + k * lanes), g[0], g[1]);
+                for (int p = 0; p < kParts; ++p) {
+                    a[k * kParts + p] = hn::Add(a[k * kParts + p], g[p]);
+                    b[k * kParts + p] = hn::MulAdd(g[p], hn::Sub(v[p], base[k * kParts + p]), b[k * kParts + p]);
+                }
+            } else {
+                for (int p = 0; p < kParts; ++p) {
+                    const auto dev = hn::Sub(v[p], base[k * kParts + p]);
+                    a[k * kParts + p] = hn::Add(a[k * kParts + p], dev);
+                    b[k * kParts + p] = hn::MulAdd(dev, dev, b[k * kParts + p]);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < K * kParts; ++i) {
+        const int64_t c = c0 + i * half;
+        hn::StoreU(a[i], dd, sum_a + c);
+        hn::StoreU(b[i], dd, sum_b + c);
+        if constexpr (!kGradients) hn::StoreU(base[i], dd, shift_out + c);
+    }
+}
+
+// The same for every channel of the rows: blocks of 4 vectors, then of 1, then channel by channel.
+template <bool kGradients, class S>
+void interleaved_sums(const S* x, const S* dy, int64_t C, int64_t r0, int64_t r1, const double* center,
+                      double* shift_out, double* sum_a, double* sum_b) {
+    const hn::ScalableTag<Compute<S>> d;
+    const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+    int64_t c0 = 0;
+    for (; c0 + 4 * lanes <= C; c0 += 4 * lanes)
+        interleaved_block<4, kGradients>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b);
+    for (; c0 + lanes <= C; c0 += lanes)
+        interleaved_block<1, kGradients>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b);
+    for (; c0 < C; ++c0) {
+        const double base = kGradients ? center[c0] : to_double(x[r0 * C + c0]);
+        double a = 0, b = 0;
+        for (int64_t r = r0; r < r1; ++r) {
+            const double v = to_double(x[r * C + c0]);
+            if constexpr (kGradients) {
+                const double g = to_double(dy[r * C + c0]);
+                a += g;
+                b += g * (v - base);
+            } else {
+                a += v - base;
+                b += (v - base) * (v - base);
+            }
+        }
+        sum_a[c0] = a;
+        sum_b[c0] = b;
+        if constexpr (!kGradients) shift_out[c0] = base;
+    }
+}
+
+// ---- per-channel coefficients, in the compute type ---------------------------------------------
+// Workspace of one call: per-chunk double arrays, then coefficient arrays of the compute type.
+template <class S>
+struct Scratch {
+    using C = Compute<S>;
+    double* chunk_a;  // chunks * c
+    double* chunk_b;  // chunks * c
+    double* chunk_s;  // chunks * c (shifts)
+    double* center;   // c doubles
+    C* coefficient;   // 4 * c values of C
+
+    explicit Scratch(const Plan& p) {
+        const size_t per_chunk = static_cast<size_t>(p.chunks * p.g.c), c = static_cast<size_t>(p.g.c);
+        double* base = cpu::workspace(3 * per_chunk + 5 * c);
+        chunk_a = base;
+        chunk_b = base + per_chunk;
+        chunk_s = base + 2 * per_chunk;
+        center = base + 3 * per_chunk;
+        coefficient = reinterpret_cast<C*>(center + c);
+    }
+    C* coefficients(int64_t i, int64_t c) const { return coefficient + i * c; }
+};
+
+// ---- planar (channels-first, spatial > 1) building blocks ---------------------------------------
+template <class S>
+Moments planar_chunk_moments(const Plan& p, const S* x, int64_t c, int64_t k) {
+    const int64_t i0 = p.begin(k), i1 = p.end(k);
+    double shift = 0;
+    for_each_run(p.g, c, i0, i0 + 1, [&](int64_t offset, int64_t) { shift = to_double(x[offset]); });
+    PairSums<S> sums;
+    for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) { sums.add_moments(x + offset, length, shift); });
+    return cpu::from_shifted(static_cast<double>(i1 - i0), shift, sums.total_a(), sums.total_b());
+}
+
+template <class S>
+Moments planar_channel_moments(const Plan& p, const S* x, int64_t c) {
+    Moments total = planar_chunk_moments(p, x, c, 0);
+    for (int64_t k = 1; k < p.chunks; ++k) cpu::merge(total, planar_chunk_moments(p, x, c, k));
+    return total;
+}
+
+template <class S>
+void planar_chunk_gradients(const Plan& p, const S* dy, const S* x, int64_t c, int64_t k, double center,
+                            double& sum_dy, double& sum_dy_centered) {
+    PairSums<S> sums;
+    for_each_run(p.g, c, p.begin(k), p.end(k),
+                 [&](int64_t offset, int64_t length) { sums.add_gradients(dy + offset, x + offset, length, center); });
+    sum_dy = sums.total_a();
+    sum_dy_centered = sums.total_b();
+}
+
+// Sums of channel c in chunk order (the same additions as merging the chunks' sums).
+template <class S>
+void planar_channel_gradients(const Plan& p, const S* dy, const S* x, int64_t c, double center, double& sum_dy,
+                              double& sum_dy_centered) {
+    planar_chunk_gradients(p, dy, x, c, 0, center, sum_dy, sum_dy_centered);
+    for (int64_t k = 1; k < p.chunks; ++k) {
+        double a = 0, b = 0;
+        planar_chunk_gradients(p, dy, x, c, k, center, a, b);
+        sum_dy += a;
+        sum_dy_centered += b;
+    }
+}
+
+// out = (x - center)*scale + shift over channel c's plane positions [i0, i1).
+template <class S>
+void planar_affine(const Plan& p, const S* x, S* out, int64_t c, int64_t i0, int64_t i1, Compute<S> center,
+                   Compute<S> scale, Compute<S> shift, bool stream) {
+    for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) {
+        map_run(x + offset, out + offset, length, stream, [&](auto d, auto v, int64_t) {
+            return hn::MulAdd(hn::Sub(v, hn::Set(d, center)), hn::Set(d, scale), hn::Set(d, shift));
+        });
+    });
+}
+
+// dx = dy*scale + (x - center)*slope + shift over channel c's plane positions [i0, i1).
+template <class S>
+void planar_backward_elementwise(const Plan& p, const S* dy, const S* x, S* dx, int64_t c, int64_t i0, int64_t i1,
+                                 Compute<S> center, Compute<S> scale, Compute<S> slope, Compute<S> shift,
+                                 bool stream) {
+    for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) {
+        const S* xs = x + offset;
+        map_run(dy + offset, dx + offset, length, stream, [&](auto d, auto g, int64_t j) {
+            const auto centered = hn::Sub(load(d, xs + j), hn::Set(d, center));
+            return hn::MulAdd(g, hn::Set(d, scale), hn::MulAdd(centered, hn::Set(d, slope), hn::Set(d, shift)));
+        });
+    });
+}
+
+// ---- interleaved elementwise: rows [r0, r1) of (rows, C) ------------------------------------------
+// out = (x - center)*scale + shift, or with dy: out = dy*scale + (x - center)*slope + shift.
+template <bool kWithGradient, class S>
+void interleaved_elementwise(const S* x, const S* dy, S* out, int64_t C, int64_t r0, int64_t r1,
+                             const Compute<S>* center, const Compute<S>* scale, const Compute<S>* slope,
+                             const Compute<S>* shift, bool stream) {
+    using CT = Compute<S>;
+    const hn::ScalableTag<CT> d;
+    const hn::CappedTag<CT, 1> d1;
+    const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+    auto one = [&](auto tag, int64_t r, int64_t c, bool streamed) {
+        const int64_t i = r * C + c;
+        const auto centered = hn::Sub(load(tag, x + i), hn::LoadU(tag, center + c));
+        hn::Vec<decltype(tag)> v;
+        if constexpr (kWithGradient)
+            v = hn::MulAdd(load(tag, dy + i), hn::LoadU(tag, scale + c),
+                           hn::MulAdd(centered, hn::LoadU(tag, slope + c), hn::LoadU(tag, shift + c)));
+        else
+            v = hn::MulAdd(centered, hn::LoadU(tag, scale + c), hn::LoadU(tag, shift + c));
+        store(tag, v, out + i, streamed);
+    };
+    // Rows are streamed only when a row is a whole number of aligned vectors.
+    const uintptr_t bytes = static_cast<uintptr_t>(lanes) * sizeof(S);
+    const bool aligned_rows = stream && C % lanes == 0 && reinterpret_cast<uintptr_t>(out) % bytes == 0;
+    for (int64_t r = r0; r < r1; ++r) {
+        int64_t c = 0;
+        for (; c + lanes <= C; c += lanes) one(d, r, c, aligned_rows);
+        for (; c < C; ++c) one(d1, r, c, false);
+    }
+}
+
+// ---- the operations ---------------------------------------------------------------------------------
+
+template <class S>
+bool streams(const Geometry& g) {
+    return g.numel() * static_cast<int64_t>(sizeof(S)) > cpu::kStreamBytes;
+}
+
+// Interleaved statistics: per-chunk shifted sums in parallel, then Chan merges in chunk order;
+// leaves mean in w.center and M2 in w.chunk_b[0..c).
+template <class S>
+void interleaved_moments(const Plan& p, const S* x, const Scratch<S>& w) {
+    const int64_t C = p.g.c;
+    parallel_for(p.chunks, p.g.numel(), [&](int64_t k) {
+        interleaved_sums<false>(x, static_cast<const S*>(nullptr), C, p.begin(k), p.end(k), nullptr, w.chunk_s + k * C,
+                                w.chunk_a + k * C, w.chunk_b + k * C);
+    });
+    for (int64_t c = 0; c < C; ++c) {
+        const double n0 = static_cast<double>(p.end(0) - p.begin(0));
+        Moments total = cpu::from_shifted(n0, w.chunk_s[c], w.chunk_a[c], w.chunk_b[c]);
+        for (int64_t k = 1; k < p.chunks; ++k) {
+            const int64_t i = k * C + c;
+            cpu::merge(total, cpu::from_shifted(static_cast<double>(p.end(k) - p.begin(k)), w.chunk_s[i],
+                                                w.chunk_a[i], w.chunk_b[i]));
+        }
+        w.center[c] = total.mean;
+        w.chunk_b[c] = total.m2;
+    }
+}
+
+// Per channel: the normalization coefficients from (mean, M2), and the saved/running statistics.
+template <class S>
+void finish_statistics(const ForwardTrainingArgs<S>& a, int64_t c, double mean, double m2, Compute<S>& center,
+                       Compute<S>& scale, Compute<S>& shift) {
+    using P = param_t<S>;
+    using CT = Compute<S>;
+    const double m = static_cast<double>(a.g.per_channel());
+    const double var = m2 / m;
+    const double invstd = 1.0 / std::sqrt(var + a.eps);
+    center = static_cast<CT>(mean);
+    scale = static_cast<CT>(cpu::param_or(a.weight, c, 1.0) * invstd);
+    shift = static_cast<CT>(cpu::param_or(a.bias, c, 0.0));
+    if (a.save_mean) a.save_mean[c] = static_cast<P>(mean);
+    if (a.save_invstd) a.save_invstd[c] = static_cast<P>(invstd);
+    if (a.update.enabled) {
+        const double f = a.update.factor;
+        const double batch_var = a.update.unbiased ? var * m / (m - 1.0) : var;
+        a.running_mean[c] = static_cast<P>((1.0 - f) * static_cast<double>(a.running_mean[c]) + f * mean);
+        a.running_var[c] = static_cast<P>((1.0 - f) * static_cast<double>(a.running_var[c]) + f * batch_var);
+    }
+}
+
+template <class S>
+void forward_training(const ForwardTrainingArgs<S>& a) {
+    const Plan p(a.g);
+    const Scratch<S> w(p);
+    const int64_t C = a.g.c;
+    const bool stream = streams<S>(a.g);
+    auto* center = w.coefficients(0, C);
+    auto* scale = w.coefficients(1, C);
+    auto* shift = w.coefficients(2, C);
+    if (p.interleaved) {
+        interleaved_moments(p, a.x, w);
+        for (int64_t c = 0; c < C; ++c) finish_statistics(a, c, w.center[c], w.chunk_b[c], center[c], scale[c], shift[c]);
+        parallel_for(p.chunks, a.g.numel(), [&](int64_t k) {
+            interleaved_elementwise<false>(a.x, static_cast<const S*>(nullptr), a.y, C, p.begin(k), p.end(k), center,
+                                           scale, static_cast<const Compute<S>*>(nullptr), shift, stream);
+        });
+    } else if (C >= num_threads()) {
+        // One task per channel: statistics, then the normalization while the channel is in cache.
+        parallel_for(C, a.g.numel(), [&](int64_t c) {
+            const Moments mo = planar_channel_moments(p, a.x, c);
+            finish_statistics(a, c, mo.mean, mo.m2, center[c], scale[c], shift[c]);
+            planar_affine(p, a.x, a.y, c, 0, a.g.per_channel(), center[c], scale[c], shift[c], stream);
+        });
+    } else {
+        // Fewer channels than threads: the chunks of every channel in parallel, the same merges.
+        parallel_for(C * p.chunks, a.g.numel(), [&](int64_t t) {
+            const Moments mo = planar_chunk_moments(p, a.x, t / p.chunks, t % p.chunks);
+            w.chunk_a[t] = mo.mean;
+            w.chunk_b[t] = mo.m2;
+        });
+        for (int64_t c = 0; c < C; ++c) {
+            Moments total{static_cast<double>(p.end(0) - p.begin(0)), w.chunk_a[c * p.chunks], w.chunk_b[c * p.chunks]};
+            for (int64_t k = 1; k < p.chunks; ++k)
+                cpu::merge(total, Moments{static_cast<double>(p.end(k) - p.begin(k)), w.chunk_a[c * p.chunks + k],
+                                          w.chunk_b[c * p.chunks + k]});
+            finish_statistics(a, c, total.mean, total.m2, center[c], scale[c], shift[c]);
+        }
+        parallel_for(C * p.chunks, a.g.numel(), [&](int64_t t) {
+            const int64_t c = t / p.chunks, k = t % p.chunks;
+            planar_affine(p, a.x, a.y, c, p.begin(k), p.end(k), center[c], scale[c], shift[c], stream);
+        });
+    }
+    if (stream) hwy::FlushStream();
 }
 
 // y = x*scale + shift with scale = gamma/sqrt(running_var + eps), shift = beta - running_mean*scale.
-template <class T>
-void forward_inference(const ForwardInferenceArgs<T>& a) {
+template <class S>
+void forward_inference(const ForwardInferenceArgs<S>& a) {
+    using CT = Compute<S>;
     const Plan p(a.g);
-    const Scratch w = make_scratch(p);
+    const Scratch<S> w(p);
     const int64_t C = a.g.c;
-    T* center = w.coefficients<T>(0, C);
-    T* scale = w.coefficients<T>(1, C);
-    T* shift = w.coefficients<T>(2, C);
+    const bool stream = streams<S>(a.g);
+    CT* zero = w.coefficients(0, C);
+    CT* scale = w.coefficients(1, C);
+    CT* shift = w.coefficients(2, C);
     for (int64_t c = 0; c < C; ++c) {
-        const double s =
-            param_or(a.weight, c, 1.0) / std::sqrt(static_cast<double>(a.running_var[c]) + a.eps);
-        center[c] = T(0);
-        scale[c] = static_cast<T>(s);
-        shift[c] = static_cast<T>(param_or(a.bias, c, 0.0) - static_cast<double>(a.running_mean[c]) * s);
+        const double s = cpu::param_or(a.weight, c, 1.0) / std::sqrt(static_cast<double>(a.running_var[c]) + a.eps);
+        zero[c] = CT(0);
+        scale[c] = static_cast<CT>(s);
+        shift[c] = static_cast<CT>(cpu::param_or(a.bias, c, 0.0) - static_cast<double>(a.running_mean[c]) * s);
     }
-    elementwise<T, false>(p, a.x, nullptr, center, scale, nullptr, shift, a.y);
+    if (p.interleaved) {
+        parallel_for(p.chunks, a.g.numel(), [&](int64_t k) {
+            interleaved_elementwise<false>(a.x, static_cast<const S*>(nullptr), a.y, C, p.begin(k), p.end(k), zero,
+                                           scale, static_cast<const CT*>(nullptr), shift, stream);
+        });
+    } else {
+        parallel_for(C * p.chunks, a.g.numel(), [&](int64_t t) {
+            const int64_t c = t / p.chunks, k = t % p.chunks;
+            planar_affine(p, a.x, a.y, c, p.begin(k), p.end(k), CT(0), scale[c], shift[c], stream);
+        });
+    }
+    if (stream) hwy::FlushStream();
 }
 
-// dx = gamma*invstd/m*(m*dy - sum_dy - xhat*sum_dy_xhat)
-//    = dy*(gamma*invstd) + (x - mean)*(-gamma*invstd^3*sum_dy_centered/m) + (-gamma*invstd*sum_dy/m)
-// with sum_dy_xhat = invstd*sum_dy_centered, sum_dy_centered = sum dy*(x - mean).
-template <class T>
-void backward(const BackwardArgs<T>& a) {
-    const Plan p(a.g);
-    const Scratch w = make_scratch(p);
-    const int64_t C = a.g.c;
-    for (int64_t c = 0; c < C; ++c) w.center[c] = static_cast<double>(a.save_mean[c]);
-    chunk_backward_sums(p, a.dy, a.x, w.center, w.chunk_a, w.chunk_b);
-    merge_sums(p, w.chunk_a);
-    merge_sums(p, w.chunk_b);
+// Per channel, from sum dy and sum dy*(x - mean):
+//   dx = gamma*invstd/m*(m*dy - sum_dy - xhat*sum_dy_xhat)
+//      = dy*(gamma*invstd) + (x - mean)*(-gamma*invstd^3*sum_dy_centered/m) + (-gamma*invstd*sum_dy/m)
+template <class S>
+void backward_coefficients(const BackwardArgs<S>& a, int64_t c, double sum_dy, double sum_dy_centered,
+                           Compute<S>* center, Compute<S>* scale, Compute<S>* slope, Compute<S>* shift) {
+    using CT = Compute<S>;
+    using P = param_t<S>;
     const double m = static_cast<double>(a.g.per_channel());
-    T* center = w.coefficients<T>(0, C);
-    T* scale = w.coefficients<T>(1, C);
-    T* slope = w.coefficients<T>(2, C);
-    T* shift = w.coefficients<T>(3, C);
-    for (int64_t c = 0; c < C; ++c) {
-        const double invstd = static_cast<double>(a.save_invstd[c]);
-        const double gamma_invstd = param_or(a.weight, c, 1.0) * invstd;
-        const double sum_dy = w.chunk_a[c], sum_dy_centered = w.chunk_b[c];
-        center[c] = a.save_mean[c];
-        scale[c] = static_cast<T>(gamma_invstd);
-        slope[c] = static_cast<T>(-gamma_invstd * invstd * invstd * sum_dy_centered / m);
-        shift[c] = static_cast<T>(-gamma_invstd * sum_dy / m);
-        if (a.dweight) a.dweight[c] = static_cast<T>(sum_dy_centered * invstd);
-        if (a.dbias) a.dbias[c] = static_cast<T>(sum_dy);
+    const double invstd = static_cast<double>(a.save_invstd[c]);
+    const double gamma_invstd = cpu::param_or(a.weight, c, 1.0) * invstd;
+    center[c] = static_cast<CT>(a.save_mean[c]);
+    scale[c] = static_cast<CT>(gamma_invstd);
+    slope[c] = static_cast<CT>(-gamma_invstd * invstd * invstd * sum_dy_centered / m);
+    shift[c] = static_cast<CT>(-gamma_invstd * sum_dy / m);
+    if (a.dweight) a.dweight[c] = static_cast<P>(sum_dy_centered * invstd);
+    if (a.dbias) a.dbias[c] = static_cast<P>(sum_dy);
+}
+
+// Interleaved gradient sums: per chunk in parallel, added in chunk order into chunk_a/chunk_b[0..c).
+template <class S>
+void interleaved_gradients(const Plan& p, const S* dy, const S* x, const Scratch<S>& w) {
+    const int64_t C = p.g.c;
+    parallel_for(p.chunks, 2 * p.g.numel(), [&](int64_t k) {
+        interleaved_sums<true>(x, dy, C, p.begin(k), p.end(k), w.center, nullptr, w.chunk_a + k * C, w.chunk_b + k * C);
+    });
+    for (int64_t k = 1; k < p.chunks; ++k)
+        for (int64_t c = 0; c < C; ++c) {
+            w.chunk_a[c] += w.chunk_a[k * C + c];
+            w.chunk_b[c] += w.chunk_b[k * C + c];
+        }
+}
+
+template <class S>
+void backward(const BackwardArgs<S>& a) {
+    const Plan p(a.g);
+    const Scratch<S> w(p);
+    const int64_t C = a.g.c;
+    const bool stream = streams<S>(a.g);
+    auto* center = w.coefficients(0, C);
+    auto* scale = w.coefficients(1, C);
+    auto* slope = w.coefficients(2, C);
+    auto* shift = w.coefficients(3, C);
+    for (int64_t c = 0; c < C; ++c) w.center[c] = static_cast<double>(a.save_mean[c]);
+    if (p.interleaved) {
+        interleaved_gradients(p, a.dy, a.x, w);
+        for (int64_t c = 0; c < C; ++c)
+            backward_coefficients(a, c, w.chunk_a[c], w.chunk_b[c], center, scale, slope, shift);
+        parallel_for(p.chunks, 2 * a.g.numel(), [&](int64_t k) {
+            interleaved_elementwise<true>(a.x, a.dy, a.dx, C, p.begin(k), p.end(k), center, scale, slope, shift,
+                                          stream);
+        });
+    } else if (C >= num_threads()) {
+        // One task per channel: both sums, then dx while dy and x are in cache (dx may alias them:
+        // every read of the channel's sums comes before its first write).
+        parallel_for(C, 2 * a.g.numel(), [&](int64_t c) {
+            double sum_dy = 0, sum_dy_centered = 0;
+            planar_channel_gradients(p, a.dy, a.x, c, w.center[c], sum_dy, sum_dy_centered);
+            backward_coefficients(a, c, sum_dy, sum_dy_centered, center, scale, slope, shift);
+            planar_backward_elementwise(p, a.dy, a.x, a.dx, c, 0, a.g.per_channel(), center[c], scale[c], slope[c],
+                                        shift[c], stream);
+        });
+    } else {
+        parallel_for(C * p.chunks, 2 * a.g.numel(), [&](int64_t t) {
+            const int64_t c = t / p.chunks;
+            planar_chunk_gradients(p, a.dy, a.x, c, t % p.chunks, w.center[c], w.chunk_a[t], w.chunk_b[t]);
+        });
+        for (int64_t c = 0; c < C; ++c) {
+            double sum_dy = w.chunk_a[c * p.chunks], sum_dy_centered = w.chunk_b[c * p.chunks];
+            for (int64_t k = 1; k < p.chunks; ++k) {
+                sum_dy += w.chunk_a[c * p.chunks + k];
+                sum_dy_centered += w.chunk_b[c * p.chunks + k];
+            }
+            backward_coefficients(a, c, sum_dy, sum_dy_centered, center, scale, slope, shift);
+        }
+        parallel_for(C * p.chunks, 2 * a.g.numel(), [&](int64_t t) {
+            const int64_t c = t / p.chunks, k = t % p.chunks;
+            planar_backward_elementwise(p, a.dy, a.x, a.dx, c, p.begin(k), p.end(k), center[c], scale[c], slope[c],
+                                        shift[c], stream);
+        });
     }
-    elementwise<T, true>(p, a.x, a.dy, center, scale, slope, shift, a.dx);
+    if (stream) hwy::FlushStream();
 }
 
 // dx = gamma*dy/sqrt(running_var + eps); dweight, dbias as in training, around running_mean.
-template <class T>
-void backward_inference(const BackwardInferenceArgs<T>& a) {
+template <class S>
+void backward_inference(const BackwardInferenceArgs<S>& a) {
+    using CT = Compute<S>;
+    using P = param_t<S>;
     const Plan p(a.g);
-    const Scratch w = make_scratch(p);
+    const Scratch<S> w(p);
     const int64_t C = a.g.c;
-    for (int64_t c = 0; c < C; ++c) w.center[c] = static_cast<double>(a.running_mean[c]);
-    // The sums read dx's inputs, so they run before dx is written (dx may alias dy or x).
-    if (a.dweight || a.dbias) {
-        chunk_backward_sums(p, a.dy, a.x, w.center, w.chunk_a, w.chunk_b);
-        merge_sums(p, w.chunk_a);
-        merge_sums(p, w.chunk_b);
-    }
-    T* scale = w.coefficients<T>(0, C);
-    T* zero = w.coefficients<T>(1, C);
+    const bool stream = streams<S>(a.g);
+    CT* scale = w.coefficients(0, C);
+    CT* zero = w.coefficients(1, C);
     for (int64_t c = 0; c < C; ++c) {
-        const double invstd = 1.0 / std::sqrt(static_cast<double>(a.running_var[c]) + a.eps);
-        scale[c] = static_cast<T>(param_or(a.weight, c, 1.0) * invstd);
-        zero[c] = T(0);
-        if (a.dweight) a.dweight[c] = static_cast<T>(w.chunk_b[c] * invstd);
-        if (a.dbias) a.dbias[c] = static_cast<T>(w.chunk_a[c]);
+        w.center[c] = static_cast<double>(a.running_mean[c]);
+        scale[c] = static_cast<CT>(cpu::param_or(a.weight, c, 1.0) / std::sqrt(static_cast<double>(a.running_var[c]) + a.eps));
+        zero[c] = CT(0);
+    }
+    const bool sums = a.dweight || a.dbias;
+    // The sums read dx's inputs, so they run before dx is written (dx may alias dy or x).
+    if (sums) {
+        if (p.interleaved) {
+            interleaved_gradients(p, a.dy, a.x, w);
+        } else {
+            parallel_for(C, 2 * a.g.numel(), [&](int64_t c) {
+                planar_channel_gradients(p, a.dy, a.x, c, w.center[c], w.chunk_a[c], w.chunk_b[c]);
+            });
+        }
+        for (int64_t c = 0; c < C; ++c) {
+            const double invstd = 1.0 / std::sqrt(static_cast<double>(a.running_var[c]) + a.eps);
+            if (a.dweight) a.dweight[c] = static_cast<P>(w.chunk_b[c] * invstd);
+            if (a.dbias) a.dbias[c] = static_cast<P>(w.chunk_a[c]);
+        }
     }
     // dx = dy*scale: the affine pass applied to dy with center 0 and shift 0.
-    elementwise<T, false>(p, a.dy, nullptr, zero, scale, nullptr, zero, a.dx);
+    if (p.interleaved) {
+        parallel_for(p.chunks, a.g.numel(), [&](int64_t k) {
+            interleaved_elementwise<false>(a.dy, static_cast<const S*>(nullptr), a.dx, C, p.begin(k), p.end(k), zero,
+                                           scale, static_cast<const CT*>(nullptr), zero, stream);
+        });
+    } else {
+        parallel_for(C * p.chunks, a.g.numel(), [&](int64_t t) {
+            const int64_t c = t / p.chunks, k = t % p.chunks;
+            planar_affine(p, a.dy, a.dx, c, p.begin(k), p.end(k), CT(0), scale[c], CT(0), stream);
+        });
+    }
+    if (stream) hwy::FlushStream();
 }
 
-template <class T>
-constexpr KernelTable<T> table{forward_training<T>, forward_inference<T>, backward<T>,
-                               backward_inference<T>};
+// Entry points of this target, one per (operation, element type), for HWY_EXPORT.
+#define BNORM_TARGET_ENTRIES(S, suffix)                                                              \
+    void ForwardTraining##suffix(const ForwardTrainingArgs<S>& a) { forward_training<S>(a); }         \
+    void ForwardInference##suffix(const ForwardInferenceArgs<S>& a) { forward_inference<S>(a); }      \
+    void Backward##suffix(const BackwardArgs<S>& a) { backward<S>(a); }                               \
+    void BackwardInference##suffix(const BackwardInferenceArgs<S>& a) { backward_inference<S>(a); }
+BNORM_TARGET_ENTRIES(float, F32)
+BNORM_TARGET_ENTRIES(double, F64)
+BNORM_TARGET_ENTRIES(bfloat16, BF16)
+BNORM_TARGET_ENTRIES(float16, F16)
+#undef BNORM_TARGET_ENTRIES
 
-bool accepts(DType dtype, const Geometry&) { return dtype == DType::f32 || dtype == DType::f64; }
+const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
+
+}  // namespace bnorm::detail::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace bnorm::detail {
+namespace {
+
+HWY_EXPORT(TargetName);
+
+#define BNORM_DISPATCH(S, suffix)                                                                     \
+    HWY_EXPORT(ForwardTraining##suffix);                                                              \
+    HWY_EXPORT(ForwardInference##suffix);                                                             \
+    HWY_EXPORT(Backward##suffix);                                                                     \
+    HWY_EXPORT(BackwardInference##suffix);                                                            \
+    void forward_training_##suffix(const ForwardTrainingArgs<S>& a) {                                 \
+        HWY_DYNAMIC_DISPATCH(ForwardTraining##suffix)(a);                                             \
+    }                                                                                                 \
+    void forward_inference_##suffix(const ForwardInferenceArgs<S>& a) {                               \
+        HWY_DYNAMIC_DISPATCH(ForwardInference##suffix)(a);                                            \
+    }                                                                                                 \
+    void backward_##suffix(const BackwardArgs<S>& a) { HWY_DYNAMIC_DISPATCH(Backward##suffix)(a); }   \
+    void backward_inference_##suffix(const BackwardInferenceArgs<S>& a) {                             \
+        HWY_DYNAMIC_DISPATCH(BackwardInference##suffix)(a);                                           \
+    }                                                                                                 \
+    constexpr KernelTable<S> table_##suffix{forward_training_##suffix, forward_inference_##suffix,    \
+                                            backward_##suffix, backward_inference_##suffix};
+BNORM_DISPATCH(float, F32)
+BNORM_DISPATCH(double, F64)
+BNORM_DISPATCH(bfloat16, BF16)
+BNORM_DISPATCH(float16, F16)
+#undef BNORM_DISPATCH
+
+bool accepts(DType, const Geometry&) { return true; }
 
 }  // namespace
 
 const Implementation& cpu_implementation() {
-    static const Implementation impl{"cpu", accepts, table<float>, table<double>};
+    static const Implementation impl{"cpu", accepts, table_F32, table_F64, table_BF16, table_F16};
     return impl;
 }
 
+const char* cpu_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+
 }  // namespace bnorm::detail
+#endif  // HWY_ONCE

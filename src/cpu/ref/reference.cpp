@@ -1,6 +1,7 @@
 // reference.cpp: the reference kernels, the oracle that every other kernel is tested against.
 // Obvious loops over (channel, sample, position), everything accumulated in double, two passes
 // for the variance. Never optimize this file: its only virtue is being easy to check by eye.
+// 16-bit data are widened to double on reading and the result rounded once on writing.
 #include <cmath>
 #include <vector>
 
@@ -9,9 +10,9 @@
 namespace bnorm::detail {
 namespace {
 
-template <class T>
-double at(const T* p, const Geometry& g, int64_t n, int64_t c, int64_t s) {
-    return static_cast<double>(p[g.offset(n, c, s)]);
+template <class S>
+double at(const S* p, const Geometry& g, int64_t n, int64_t c, int64_t s) {
+    return to_double(p[g.offset(n, c, s)]);
 }
 
 template <class T>
@@ -19,8 +20,9 @@ double param_or(const T* p, int64_t c, double fallback) {
     return p ? static_cast<double>(p[c]) : fallback;
 }
 
-template <class T>
-void forward_training(const ForwardTrainingArgs<T>& a) {
+template <class S>
+void forward_training(const ForwardTrainingArgs<S>& a) {
+    using P = param_t<S>;
     const Geometry& g = a.g;
     const double m = static_cast<double>(g.per_channel());
     for (int64_t c = 0; c < g.c; ++c) {
@@ -40,23 +42,22 @@ void forward_training(const ForwardTrainingArgs<T>& a) {
         const double beta = param_or(a.bias, c, 0.0);
         for (int64_t n = 0; n < g.n; ++n)
             for (int64_t s = 0; s < g.spatial; ++s)
-                a.y[g.offset(n, c, s)] =
-                    static_cast<T>((at(a.x, g, n, c, s) - mean) * invstd * gamma + beta);
-        if (a.save_mean) a.save_mean[c] = static_cast<T>(mean);
-        if (a.save_invstd) a.save_invstd[c] = static_cast<T>(invstd);
+                a.y[g.offset(n, c, s)] = from_double<S>((at(a.x, g, n, c, s) - mean) * invstd * gamma + beta);
+        if (a.save_mean) a.save_mean[c] = static_cast<P>(mean);
+        if (a.save_invstd) a.save_invstd[c] = static_cast<P>(invstd);
         if (a.update.enabled) {
             const double f = a.update.factor;
             const double batch_var = a.update.unbiased ? var * m / (m - 1.0) : var;
             a.running_mean[c] =
-                static_cast<T>((1.0 - f) * static_cast<double>(a.running_mean[c]) + f * mean);
+                static_cast<P>((1.0 - f) * static_cast<double>(a.running_mean[c]) + f * mean);
             a.running_var[c] =
-                static_cast<T>((1.0 - f) * static_cast<double>(a.running_var[c]) + f * batch_var);
+                static_cast<P>((1.0 - f) * static_cast<double>(a.running_var[c]) + f * batch_var);
         }
     }
 }
 
-template <class T>
-void forward_inference(const ForwardInferenceArgs<T>& a) {
+template <class S>
+void forward_inference(const ForwardInferenceArgs<S>& a) {
     const Geometry& g = a.g;
     for (int64_t c = 0; c < g.c; ++c) {
         const double mean = static_cast<double>(a.running_mean[c]);
@@ -65,14 +66,14 @@ void forward_inference(const ForwardInferenceArgs<T>& a) {
         const double beta = param_or(a.bias, c, 0.0);
         for (int64_t n = 0; n < g.n; ++n)
             for (int64_t s = 0; s < g.spatial; ++s)
-                a.y[g.offset(n, c, s)] =
-                    static_cast<T>((at(a.x, g, n, c, s) - mean) * invstd * gamma + beta);
+                a.y[g.offset(n, c, s)] = from_double<S>((at(a.x, g, n, c, s) - mean) * invstd * gamma + beta);
     }
 }
 
 // dx = gamma*invstd/m * (m*dy - sum(dy) - xhat*sum(dy*xhat)), xhat = (x - mean)*invstd.
-template <class T>
-void backward(const BackwardArgs<T>& a) {
+template <class S>
+void backward(const BackwardArgs<S>& a) {
+    using P = param_t<S>;
     const Geometry& g = a.g;
     const double m = static_cast<double>(g.per_channel());
     for (int64_t c = 0; c < g.c; ++c) {
@@ -96,14 +97,15 @@ void backward(const BackwardArgs<T>& a) {
         // Written after all reads of the channel, so that dx may alias dy or x.
         for (int64_t n = 0; n < g.n; ++n)
             for (int64_t s = 0; s < g.spatial; ++s)
-                a.dx[g.offset(n, c, s)] = static_cast<T>(dx[static_cast<size_t>(n * g.spatial + s)]);
-        if (a.dweight) a.dweight[c] = static_cast<T>(sum_dy_xhat);
-        if (a.dbias) a.dbias[c] = static_cast<T>(sum_dy);
+                a.dx[g.offset(n, c, s)] = from_double<S>(dx[static_cast<size_t>(n * g.spatial + s)]);
+        if (a.dweight) a.dweight[c] = static_cast<P>(sum_dy_xhat);
+        if (a.dbias) a.dbias[c] = static_cast<P>(sum_dy);
     }
 }
 
-template <class T>
-void backward_inference(const BackwardInferenceArgs<T>& a) {
+template <class S>
+void backward_inference(const BackwardInferenceArgs<S>& a) {
+    using P = param_t<S>;
     const Geometry& g = a.g;
     for (int64_t c = 0; c < g.c; ++c) {
         const double mean = static_cast<double>(a.running_mean[c]);
@@ -115,23 +117,23 @@ void backward_inference(const BackwardInferenceArgs<T>& a) {
                 const double dy = at(a.dy, g, n, c, s);
                 sum_dy += dy;
                 sum_dy_xhat += dy * (at(a.x, g, n, c, s) - mean) * invstd;
-                a.dx[g.offset(n, c, s)] = static_cast<T>(gamma * invstd * dy);
+                a.dx[g.offset(n, c, s)] = from_double<S>(gamma * invstd * dy);
             }
-        if (a.dweight) a.dweight[c] = static_cast<T>(sum_dy_xhat);
-        if (a.dbias) a.dbias[c] = static_cast<T>(sum_dy);
+        if (a.dweight) a.dweight[c] = static_cast<P>(sum_dy_xhat);
+        if (a.dbias) a.dbias[c] = static_cast<P>(sum_dy);
     }
 }
 
-template <class T>
-constexpr KernelTable<T> table{forward_training<T>, forward_inference<T>, backward<T>,
-                               backward_inference<T>};
+template <class S>
+constexpr KernelTable<S> table{forward_training<S>, forward_inference<S>, backward<S>, backward_inference<S>};
 
-bool accepts(DType dtype, const Geometry&) { return dtype == DType::f32 || dtype == DType::f64; }
+bool accepts(DType, const Geometry&) { return true; }
 
 }  // namespace
 
 const Implementation& reference_implementation() {
-    static const Implementation impl{"reference", accepts, table<float>, table<double>};
+    static const Implementation impl{"reference", accepts, table<float>, table<double>, table<bfloat16>,
+                                     table<float16>};
     return impl;
 }
 
