@@ -1,0 +1,217 @@
+// sync_batch_norm.cpp: synchronized batch normalization from the split operations and a
+// Communicator (bnorm/dist.hpp). Per training step and layer:
+//   forward : local_statistics -> allgather (count, mean, M2: 2c + 1 doubles) -> merge in rank
+//             order -> normalize_with_statistics
+//   backward: backward_reduce -> allgather (sum_dy, sum_dy_xhat: 2c doubles) -> sum in rank order
+//             -> backward_elementwise
+// Allgather + a local fixed-order merge (rather than an allreduce) makes the result the same bits
+// on every process and independent of the MPI library's reduction order.
+#include <algorithm>
+#include <chrono>
+#include <string>
+
+#include "bnorm/dist.hpp"
+
+namespace bnorm {
+namespace {
+
+std::vector<double>& gather_buffer(size_t size) {
+    thread_local std::vector<double> buffer;
+    if (buffer.size() < size) buffer.resize(size);
+    return buffer;
+}
+
+template <class F>
+void timed(double* seconds, F&& f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    if (seconds) *seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+void SingleProcessCommunicator::allgather(std::span<const double> send, std::span<double> recv) {
+    std::copy(send.begin(), send.end(), recv.begin());
+}
+void SingleProcessCommunicator::allgather(std::span<const int64_t> send, std::span<int64_t> recv) {
+    std::copy(send.begin(), send.end(), recv.begin());
+}
+
+void check_same_on_all(Communicator& comm, const char* op, std::span<const int64_t> values,
+                       std::span<const char* const> what) {
+    const size_t k = values.size();
+    // The count first, so that processes with different numbers of values cannot mismatch the gather.
+    const int64_t count = static_cast<int64_t>(k);
+    std::vector<int64_t> counts(static_cast<size_t>(comm.size()));
+    comm.allgather(std::span<const int64_t>(&count, 1), counts);
+    for (int r = 1; r < comm.size(); ++r)
+        if (counts[static_cast<size_t>(r)] != counts[0])
+            throw InvalidArgument(std::string(op) + ": rank " + std::to_string(r) + " checks " +
+                                  std::to_string(counts[static_cast<size_t>(r)]) + " settings, rank 0 " +
+                                  std::to_string(counts[0]) + "; every process must run the same program and model");
+    std::vector<int64_t> all(k * static_cast<size_t>(comm.size()));
+    comm.allgather(values, all);
+    for (int r = 1; r < comm.size(); ++r)
+        for (size_t i = 0; i < k; ++i)
+            if (all[static_cast<size_t>(r) * k + i] != all[i])
+                throw InvalidArgument(std::string(op) + ": rank " + std::to_string(r) + " has " +
+                                      (i < what.size() ? what[i] : "a setting") + " = " +
+                                      std::to_string(all[static_cast<size_t>(r) * k + i]) + ", rank 0 has " +
+                                      std::to_string(all[i]) + "; every process must build the same model");
+}
+
+template <class T>
+int64_t global_statistics(Communicator& comm, const Shape& shape, std::span<const T> x, std::span<double> mean,
+                          std::span<double> m2, double* communication_seconds) {
+    const auto c = static_cast<size_t>(shape.c);
+    const auto parts = static_cast<size_t>(comm.size());
+    const size_t block = 2 * c + 1;  // count, mean[c], m2[c]
+    std::vector<double>& buffer = gather_buffer(block * (parts + 1));
+    double* mine = buffer.data();
+    double* all = mine + block;
+    int64_t count = 0;
+    local_statistics<T>(shape, x, count, {mine + 1, c}, {mine + 1 + c, c});
+    mine[0] = static_cast<double>(count);  // exact: counts are far below 2^53
+    timed(communication_seconds,
+          [&] { comm.allgather(std::span<const double>(mine, block), std::span<double>(all, block * parts)); });
+    // Regroup into the (parts, c) tables merge_statistics takes; the mine block is free scratch now.
+    thread_local std::vector<int64_t> counts;
+    thread_local std::vector<double> means, m2s;
+    counts.resize(parts);
+    means.resize(parts * c);
+    m2s.resize(parts * c);
+    for (size_t p = 0; p < parts; ++p) {
+        const double* b = all + p * block;
+        counts[p] = static_cast<int64_t>(b[0]);
+        std::copy(b + 1, b + 1 + c, means.begin() + static_cast<std::ptrdiff_t>(p * c));
+        std::copy(b + 1 + c, b + 1 + 2 * c, m2s.begin() + static_cast<std::ptrdiff_t>(p * c));
+    }
+    int64_t total = 0;
+    merge_statistics(shape.c, counts, means, m2s, total, mean, m2);
+    return total;
+}
+
+template <class T>
+void global_backward_sums(Communicator& comm, const Shape& shape, const BackwardReduceArgs<T>& local,
+                          std::span<double> sum_dy, std::span<double> sum_dy_xhat, double* communication_seconds) {
+    const auto c = static_cast<size_t>(shape.c);
+    const auto parts = static_cast<size_t>(comm.size());
+    backward_reduce<T>(shape, local);
+    std::vector<double>& buffer = gather_buffer(2 * c * (parts + 1));
+    double* mine = buffer.data();
+    double* all = mine + 2 * c;
+    std::copy(local.sum_dy.begin(), local.sum_dy.end(), mine);
+    std::copy(local.sum_dy_xhat.begin(), local.sum_dy_xhat.end(), mine + c);
+    timed(communication_seconds,
+          [&] { comm.allgather(std::span<const double>(mine, 2 * c), std::span<double>(all, 2 * c * parts)); });
+    std::fill(sum_dy.begin(), sum_dy.end(), 0.0);
+    std::fill(sum_dy_xhat.begin(), sum_dy_xhat.end(), 0.0);
+    for (size_t p = 0; p < parts; ++p)
+        for (size_t i = 0; i < c; ++i) {
+            sum_dy[i] += all[p * 2 * c + i];
+            sum_dy_xhat[i] += all[p * 2 * c + c + i];
+        }
+}
+
+template <class T>
+SyncBatchNorm<T>::SyncBatchNorm(const Config& config, Communicator& comm) : config_(config), comm_(comm) {
+    // The single-process module validates the configuration with the same messages.
+    const BatchNorm<T> validated(config);
+    const auto c = static_cast<size_t>(config.num_features);
+    if (config.affine) {
+        weight_.assign(c, T(1));
+        bias_.assign(c, T(0));
+        grad_weight_.assign(c, T(0));
+        grad_bias_.assign(c, T(0));
+    }
+    if (config.track_running_stats) {
+        running_mean_.assign(c, T(0));
+        running_var_.assign(c, T(1));
+    }
+    save_mean_.assign(c, T(0));
+    save_invstd_.assign(c, T(0));
+    mean_.assign(c, 0.0);
+    m2_.assign(c, 0.0);
+    sum_dy_.assign(c, 0.0);
+    sum_dy_xhat_.assign(c, 0.0);
+    local_sum_dy_.assign(c, 0.0);
+    local_sum_dy_xhat_.assign(c, 0.0);
+}
+
+template <class T>
+void SyncBatchNorm<T>::forward(const Shape& shape, std::span<const T> x, std::span<T> y) {
+    constexpr const char* op = "bnorm::SyncBatchNorm::forward";
+    if (shape.c != config_.num_features)
+        throw InvalidArgument(std::string(op) + ": the input has shape.c = " + std::to_string(shape.c) +
+                              " channels but this SyncBatchNorm has num_features = " +
+                              std::to_string(config_.num_features) + "; pass input with that many channels");
+    saved_ = Saved::nothing;
+    const bool tracked = config_.track_running_stats;
+    if (!training_ && tracked) {
+        if (shape.n > 0)
+            forward_inference<T>(shape, options(), {.x = x, .y = y, .weight = weight_, .bias = bias_,
+                                                    .running_mean = running_mean_, .running_var = running_var_});
+        saved_ = Saved::running_statistics;
+        return;
+    }
+    if (!checked_) {
+        const int64_t settings[] = {config_.num_features, config_.affine ? 1 : 0, config_.track_running_stats ? 1 : 0,
+                                    static_cast<int64_t>(sizeof(T)), shape.spatial};
+        const char* const names[] = {"num_features (channels)", "affine", "track_running_stats",
+                                     "the element size in bytes", "shape.spatial"};
+        check_same_on_all(comm_, "bnorm::SyncBatchNorm", settings, names);
+        checked_ = true;
+    }
+    total_count_ = global_statistics<T>(comm_, shape, x, mean_, m2_, &communication_seconds_);
+    NormalizeArgs<T> args{.x = x, .y = y, .total_count = total_count_, .mean = mean_, .m2 = m2_,
+                          .weight = weight_, .bias = bias_, .save_mean = save_mean_, .save_invstd = save_invstd_};
+    if (training_ && tracked) {
+        args.running_mean = running_mean_;
+        args.running_var = running_var_;
+        args.num_batches_tracked = &num_batches_tracked_;
+    }
+    normalize_with_statistics<T>(shape, options(), args);
+    saved_ = Saved::batch_statistics;
+}
+
+template <class T>
+void SyncBatchNorm<T>::backward(const Shape& shape, std::span<const T> x, std::span<const T> dy, std::span<T> dx) {
+    constexpr const char* op = "bnorm::SyncBatchNorm::backward";
+    if (saved_ == Saved::nothing)
+        throw InvalidArgument(std::string(op) + ": no forward pass to differentiate; call forward() on the same input first");
+    if (saved_ == Saved::running_statistics) {
+        if (shape.n > 0)
+            backward_inference<T>(shape, options(),
+                                  {.dy = dy, .x = x, .dx = dx, .weight = weight_, .running_mean = running_mean_,
+                                   .running_var = running_var_, .dweight = grad_weight_, .dbias = grad_bias_});
+        else {
+            std::fill(grad_weight_.begin(), grad_weight_.end(), T(0));
+            std::fill(grad_bias_.begin(), grad_bias_.end(), T(0));
+        }
+        return;
+    }
+    global_backward_sums<T>(comm_, shape,
+                            {.dy = dy, .x = x, .save_mean = save_mean_, .save_invstd = save_invstd_,
+                             .sum_dy = local_sum_dy_, .sum_dy_xhat = local_sum_dy_xhat_},
+                            sum_dy_, sum_dy_xhat_, &communication_seconds_);
+    backward_elementwise<T>(shape, {.dy = dy, .x = x, .dx = dx, .total_count = total_count_, .sum_dy = sum_dy_,
+                                    .sum_dy_xhat = sum_dy_xhat_, .weight = weight_, .save_mean = save_mean_,
+                                    .save_invstd = save_invstd_});
+    for (size_t i = 0; i < grad_weight_.size(); ++i) {
+        grad_weight_[i] = static_cast<T>(local_sum_dy_xhat_[i]);
+        grad_bias_[i] = static_cast<T>(local_sum_dy_[i]);
+    }
+}
+
+template int64_t global_statistics<float>(Communicator&, const Shape&, std::span<const float>, std::span<double>,
+                                          std::span<double>, double*);
+template int64_t global_statistics<double>(Communicator&, const Shape&, std::span<const double>, std::span<double>,
+                                           std::span<double>, double*);
+template void global_backward_sums<float>(Communicator&, const Shape&, const BackwardReduceArgs<float>&,
+                                          std::span<double>, std::span<double>, double*);
+template void global_backward_sums<double>(Communicator&, const Shape&, const BackwardReduceArgs<double>&,
+                                           std::span<double>, std::span<double>, double*);
+template class SyncBatchNorm<float>;
+template class SyncBatchNorm<double>;
+
+}  // namespace bnorm
