@@ -64,6 +64,11 @@ void wait(int rank, double timeout_seconds, MPI_Request& request, const char* wh
     }
 }
 
+// The processes meet on their own communicator before MPI_Finalize: a process that returns early
+// (its error, or a bug) must not finalize while the others still wait in a collective: Open MPI's
+// mpirun does not return when a job aborts after one of its processes has finalized.
+MPI_Comm finish_comm = MPI_COMM_NULL;
+
 }  // namespace
 
 MpiSession::MpiSession(int* argc, char*** argv) {
@@ -71,12 +76,20 @@ MpiSession::MpiSession(int* argc, char*** argv) {
     MPI_Initialized(&initialized);
     if (!initialized) MPI_Init(argc, argv);
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_dup(MPI_COMM_WORLD, &finish_comm);
 }
 
 MpiSession::~MpiSession() {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized) MPI_Finalize();
+    if (finalized) return;
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    const double timeout = MpiCommunicator::default_timeout_seconds();
+    MPI_Request request;
+    if (MPI_Ibarrier(finish_comm, &request) == MPI_SUCCESS) wait(rank, timeout, request, "the end of the program");
+    MPI_Comm_free(&finish_comm);
+    MPI_Finalize();
 }
 
 bool MpiSession::launched_by_mpirun() {
