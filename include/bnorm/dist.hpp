@@ -68,6 +68,28 @@ void global_backward_sums(Communicator& comm, const Shape& shape, const Backward
                           std::span<double> sum_dy, std::span<double> sum_dy_xhat,
                           double* communication_seconds = nullptr);
 
+// What a synchronized layer keeps from its training forward pass for its backward pass.
+struct SyncState {
+    int64_t total_count = 0;
+    std::vector<double> mean, m2, sum_dy, sum_dy_xhat, local_sum_dy, local_sum_dy_xhat;
+    bool checked = false;               // the first forward checks that every process has this layer's size
+    double communication_seconds = 0;   // time spent in this layer's collectives
+};
+
+// Collective: the training forward of synchronized batch normalization: global_statistics, then
+// normalize_with_statistics with them (args.total_count, mean and m2 are filled in here). The first
+// call checks with check_same_on_all that every process has the same channels, affine and spatial.
+template <class T>
+void sync_forward_training(Communicator& comm, SyncState& state, const Shape& shape, const Options& options,
+                           NormalizeArgs<T> args);
+
+// Collective: the backward of sync_forward_training: global_backward_sums, then
+// backward_elementwise (args.total_count and the sums are filled in here); dweight and dbias (c or
+// none) receive this process's part.
+template <class T>
+void sync_backward(Communicator& comm, SyncState& state, const Shape& shape, BackwardElementwiseArgs<T> args,
+                   std::span<T> dweight, std::span<T> dbias);
+
 // Batch normalization whose training statistics are those of the batch split over the processes
 // of `comm`: the same state and semantics as BatchNorm<T> (running statistics get the unbiased
 // variance over the total count). forward() and backward() in training mode are collective;
@@ -93,7 +115,7 @@ public:
     std::span<T> running_mean() { return running_mean_; }
     std::span<T> running_var() { return running_var_; }
     int64_t num_batches_tracked() const { return num_batches_tracked_; }
-    double communication_seconds() const { return communication_seconds_; }  // time in the collectives
+    double communication_seconds() const { return sync_.communication_seconds; }  // time in the collectives
 
 private:
     Options options() const { return Options{config_.eps, config_.momentum, config_.running_var_unbiased}; }
@@ -101,13 +123,10 @@ private:
     Config config_;
     Communicator& comm_;
     bool training_ = true;
-    bool checked_ = false;  // the first training forward checks that every process has this layer's size
     std::vector<T> weight_, bias_, grad_weight_, grad_bias_, running_mean_, running_var_, save_mean_, save_invstd_;
-    std::vector<double> mean_, m2_, sum_dy_, sum_dy_xhat_, local_sum_dy_, local_sum_dy_xhat_;
     int64_t num_batches_tracked_ = 0;
-    int64_t total_count_ = 0;
+    SyncState sync_;
     enum class Saved { nothing, batch_statistics, running_statistics } saved_ = Saved::nothing;
-    double communication_seconds_ = 0;
 };
 
 extern template class SyncBatchNorm<float>;

@@ -114,6 +114,42 @@ void global_backward_sums(Communicator& comm, const Shape& shape, const Backward
 }
 
 template <class T>
+void sync_forward_training(Communicator& comm, SyncState& state, const Shape& shape, const Options& options,
+                           NormalizeArgs<T> args) {
+    const auto c = static_cast<size_t>(std::max<int64_t>(shape.c, 0));
+    if (!state.checked) {
+        const int64_t settings[] = {shape.c, args.weight.empty() ? 0 : 1, args.running_mean.empty() ? 0 : 1,
+                                    static_cast<int64_t>(sizeof(T)), shape.spatial};
+        const char* const names[] = {"num_features (channels)", "affine", "track_running_stats",
+                                     "the element size in bytes", "shape.spatial"};
+        check_same_on_all(comm, "synchronized batch normalization", settings, names);
+        state.checked = true;
+    }
+    for (auto* v : {&state.mean, &state.m2, &state.sum_dy, &state.sum_dy_xhat, &state.local_sum_dy, &state.local_sum_dy_xhat})
+        v->resize(c);
+    state.total_count = global_statistics<T>(comm, shape, args.x, state.mean, state.m2, &state.communication_seconds);
+    args.total_count = state.total_count;
+    args.mean = state.mean;
+    args.m2 = state.m2;
+    normalize_with_statistics<T>(shape, options, args);
+}
+
+template <class T>
+void sync_backward(Communicator& comm, SyncState& state, const Shape& shape, BackwardElementwiseArgs<T> args,
+                   std::span<T> dweight, std::span<T> dbias) {
+    global_backward_sums<T>(comm, shape,
+                            {.dy = args.dy, .x = args.x, .save_mean = args.save_mean, .save_invstd = args.save_invstd,
+                             .sum_dy = state.local_sum_dy, .sum_dy_xhat = state.local_sum_dy_xhat},
+                            state.sum_dy, state.sum_dy_xhat, &state.communication_seconds);
+    args.total_count = state.total_count;
+    args.sum_dy = state.sum_dy;
+    args.sum_dy_xhat = state.sum_dy_xhat;
+    backward_elementwise<T>(shape, args);
+    for (size_t i = 0; i < dweight.size(); ++i) dweight[i] = static_cast<T>(state.local_sum_dy_xhat[i]);
+    for (size_t i = 0; i < dbias.size(); ++i) dbias[i] = static_cast<T>(state.local_sum_dy[i]);
+}
+
+template <class T>
 SyncBatchNorm<T>::SyncBatchNorm(const Config& config, Communicator& comm) : config_(config), comm_(comm) {
     // The single-process module validates the configuration with the same messages.
     const BatchNorm<T> validated(config);
@@ -130,12 +166,6 @@ SyncBatchNorm<T>::SyncBatchNorm(const Config& config, Communicator& comm) : conf
     }
     save_mean_.assign(c, T(0));
     save_invstd_.assign(c, T(0));
-    mean_.assign(c, 0.0);
-    m2_.assign(c, 0.0);
-    sum_dy_.assign(c, 0.0);
-    sum_dy_xhat_.assign(c, 0.0);
-    local_sum_dy_.assign(c, 0.0);
-    local_sum_dy_xhat_.assign(c, 0.0);
 }
 
 template <class T>
@@ -154,23 +184,14 @@ void SyncBatchNorm<T>::forward(const Shape& shape, std::span<const T> x, std::sp
         saved_ = Saved::running_statistics;
         return;
     }
-    if (!checked_) {
-        const int64_t settings[] = {config_.num_features, config_.affine ? 1 : 0, config_.track_running_stats ? 1 : 0,
-                                    static_cast<int64_t>(sizeof(T)), shape.spatial};
-        const char* const names[] = {"num_features (channels)", "affine", "track_running_stats",
-                                     "the element size in bytes", "shape.spatial"};
-        check_same_on_all(comm_, "bnorm::SyncBatchNorm", settings, names);
-        checked_ = true;
-    }
-    total_count_ = global_statistics<T>(comm_, shape, x, mean_, m2_, &communication_seconds_);
-    NormalizeArgs<T> args{.x = x, .y = y, .total_count = total_count_, .mean = mean_, .m2 = m2_,
-                          .weight = weight_, .bias = bias_, .save_mean = save_mean_, .save_invstd = save_invstd_};
+    NormalizeArgs<T> args{.x = x, .y = y, .weight = weight_, .bias = bias_, .save_mean = save_mean_,
+                          .save_invstd = save_invstd_};
     if (training_ && tracked) {
         args.running_mean = running_mean_;
         args.running_var = running_var_;
         args.num_batches_tracked = &num_batches_tracked_;
     }
-    normalize_with_statistics<T>(shape, options(), args);
+    sync_forward_training<T>(comm_, sync_, shape, options(), args);
     saved_ = Saved::batch_statistics;
 }
 
@@ -190,17 +211,9 @@ void SyncBatchNorm<T>::backward(const Shape& shape, std::span<const T> x, std::s
         }
         return;
     }
-    global_backward_sums<T>(comm_, shape,
-                            {.dy = dy, .x = x, .save_mean = save_mean_, .save_invstd = save_invstd_,
-                             .sum_dy = local_sum_dy_, .sum_dy_xhat = local_sum_dy_xhat_},
-                            sum_dy_, sum_dy_xhat_, &communication_seconds_);
-    backward_elementwise<T>(shape, {.dy = dy, .x = x, .dx = dx, .total_count = total_count_, .sum_dy = sum_dy_,
-                                    .sum_dy_xhat = sum_dy_xhat_, .weight = weight_, .save_mean = save_mean_,
-                                    .save_invstd = save_invstd_});
-    for (size_t i = 0; i < grad_weight_.size(); ++i) {
-        grad_weight_[i] = static_cast<T>(local_sum_dy_xhat_[i]);
-        grad_bias_[i] = static_cast<T>(local_sum_dy_[i]);
-    }
+    sync_backward<T>(comm_, sync_, shape,
+                     {.dy = dy, .x = x, .dx = dx, .weight = weight_, .save_mean = save_mean_, .save_invstd = save_invstd_},
+                     grad_weight_, grad_bias_);
 }
 
 template int64_t global_statistics<float>(Communicator&, const Shape&, std::span<const float>, std::span<double>,
@@ -211,6 +224,12 @@ template void global_backward_sums<float>(Communicator&, const Shape&, const Bac
                                           std::span<double>, std::span<double>, double*);
 template void global_backward_sums<double>(Communicator&, const Shape&, const BackwardReduceArgs<double>&,
                                            std::span<double>, std::span<double>, double*);
+template void sync_forward_training<float>(Communicator&, SyncState&, const Shape&, const Options&, NormalizeArgs<float>);
+template void sync_forward_training<double>(Communicator&, SyncState&, const Shape&, const Options&, NormalizeArgs<double>);
+template void sync_backward<float>(Communicator&, SyncState&, const Shape&, BackwardElementwiseArgs<float>, std::span<float>,
+                                   std::span<float>);
+template void sync_backward<double>(Communicator&, SyncState&, const Shape&, BackwardElementwiseArgs<double>,
+                                    std::span<double>, std::span<double>);
 template class SyncBatchNorm<float>;
 template class SyncBatchNorm<double>;
 
