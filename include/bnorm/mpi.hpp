@@ -27,6 +27,7 @@ public:
     MpiSession(const MpiSession&) = delete;
     MpiSession& operator=(const MpiSession&) = delete;
     static bool launched_by_mpirun();
+    [[noreturn]] static void abort(int code);  // MPI_Abort: ends every process of the job
 };
 
 class MpiCommunicator final : public Communicator {

@@ -92,6 +92,11 @@ MpiSession::~MpiSession() {
     MPI_Finalize();
 }
 
+void MpiSession::abort(int code) {
+    MPI_Abort(MPI_COMM_WORLD, code);
+    std::_Exit(code);
+}
+
 bool MpiSession::launched_by_mpirun() {
     for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"})
         if (std::getenv(name)) return true;
