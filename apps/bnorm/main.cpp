@@ -160,6 +160,8 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(int64_t{100}, int64_t{10000000}));
     experiment_cmd->add_option("--data", experiment.data_dir, "Fashion-MNIST directory")->capture_default_str();
     experiment_cmd->add_option("--threads", threads, "threads")->check(CLI::Range(1, 4096));
+    experiment_cmd->add_flag("--sync-bn", experiment.sync_bn,
+                             "under mpirun: synchronized batch normalization in every run (docs/distributed.md)");
 
     bnorm::app::DemoSettings demo;
     CLI::App* demo_cmd = app.add_subcommand("demo", "one forward and backward pass of a BatchNorm module, explained");
@@ -182,6 +184,7 @@ int main(int argc, char** argv) {
         if (eval_cmd->parsed()) return eval(checkpoint, eval_data);
         if (experiment_cmd->parsed()) {
             experiment.command = bnorm::app::command_line(argc, argv);
+            experiment.comm = comm;
             return bnorm::app::run_experiment(experiment);
         }
         if (demo_cmd->parsed()) return bnorm::app::run_demo(demo);

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <iterator>
 #include <functional>
 #include <sstream>
 #include <stdexcept>
@@ -204,21 +206,33 @@ void Trainer::setup_distributed() {
         ++parameters;
         elements += p.value->numel();
     }
-    const int64_t settings[] = {static_cast<int64_t>(std::hash<std::string>{}(config_.model) & 0x7fffffff),
-                                parameters, elements, config_.batch, static_cast<int64_t>(config_.seed),
-                                config_.sync_bn ? 1 : 0, total_steps_};
+    int64_t lr_bits = 0;
+    std::memcpy(&lr_bits, &config_.lr, sizeof lr_bits);
+    auto hash = [](const std::string& text) { return static_cast<int64_t>(std::hash<std::string>{}(text) & 0x7fffffff); };
+    const int64_t settings[] = {hash(config_.model), parameters, elements, config_.batch,
+                                static_cast<int64_t>(config_.seed), config_.sync_bn ? 1 : 0, total_steps_,
+                                hash(config_.optimizer + "/" + config_.schedule + "/" + config_.split), lr_bits};
     const char* const names[] = {"a different --model", "parameter tensors", "parameter values", "--batch", "--seed",
-                                 "--sync-bn", "total steps"};
+                                 "--sync-bn", "total steps", "a different --optimizer, --schedule or --split",
+                                 "a different --lr (bits)"};
     check_same_on_all(comm, "distributed training", settings, names);
     if (config_.sync_bn)
         for (size_t i = 0; i < model_->size(); ++i)
             if (auto* bn = dynamic_cast<BatchNorm*>(&(*model_)[i])) bn->set_communicator(&comm);
 }
 
-// Rank 0 evaluates; the others record the training loss only (they write nothing).
+// Rank 0 evaluates and sends the result to the others, so that every process holds the same
+// history (experiments choose settings from it) without evaluating K times.
 EvalPoint Trainer::evaluate_on_rank0(int64_t step, double train_loss, double seconds) {
-    if (writes()) return evaluate(step, train_loss, seconds);
-    return EvalPoint{step, train_loss, 0, 0, 0, optimizer_->lr(), seconds};
+    if (!distributed()) return evaluate(step, train_loss, seconds);
+    EvalPoint p = writes() ? evaluate(step, train_loss, seconds) : EvalPoint{step, train_loss, 0, 0, 0, optimizer_->lr(), seconds};
+    const double mine[] = {p.train_accuracy, p.test_accuracy, p.test_loss, p.seconds, p.probe_p15, p.probe_p50, p.probe_p85};
+    constexpr size_t k = std::size(mine);
+    std::vector<double> all(k * static_cast<size_t>(config_.comm->size()));
+    config_.comm->allgather(mine, all);
+    p.train_accuracy = all[0], p.test_accuracy = all[1], p.test_loss = all[2], p.seconds = all[3];
+    p.probe_p15 = all[4], p.probe_p50 = all[5], p.probe_p85 = all[6];
+    return p;
 }
 
 void Trainer::take_share(const Tensor& images, std::span<const int32_t> labels) {
