@@ -107,24 +107,24 @@ public:
     void train(bool on = true) { training_ = on; }
     void eval() { training_ = false; }
     bool training() const { return training_; }
-    const Config& config() const { return config_; }
-    std::span<T> weight() { return weight_; }
-    std::span<T> bias() { return bias_; }
+    // Parameters and running statistics live in a BatchNorm<T> (its forward is never called).
+    const Config& config() const { return state_.config(); }
+    std::span<T> weight() { return state_.weight(); }
+    std::span<T> bias() { return state_.bias(); }
     std::span<const T> grad_weight() const { return grad_weight_; }
     std::span<const T> grad_bias() const { return grad_bias_; }
-    std::span<T> running_mean() { return running_mean_; }
-    std::span<T> running_var() { return running_var_; }
-    int64_t num_batches_tracked() const { return num_batches_tracked_; }
+    std::span<T> running_mean() { return state_.running_mean(); }
+    std::span<T> running_var() { return state_.running_var(); }
+    int64_t num_batches_tracked() const { return state_.num_batches_tracked(); }
     double communication_seconds() const { return sync_.communication_seconds; }  // time in the collectives
 
 private:
-    Options options() const { return Options{config_.eps, config_.momentum, config_.running_var_unbiased}; }
+    Options options() const;
 
-    Config config_;
+    BatchNorm<T> state_;
     Communicator& comm_;
     bool training_ = true;
-    std::vector<T> weight_, bias_, grad_weight_, grad_bias_, running_mean_, running_var_, save_mean_, save_invstd_;
-    int64_t num_batches_tracked_ = 0;
+    std::vector<T> grad_weight_, grad_bias_, save_mean_, save_invstd_;
     SyncState sync_;
     enum class Saved { nothing, batch_statistics, running_statistics } saved_ = Saved::nothing;
 };

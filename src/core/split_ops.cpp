@@ -15,8 +15,6 @@
 namespace bnorm::detail {
 namespace {
 
-bool reference_kernels = false;
-
 [[noreturn]] void invalid(const char* op, const std::string& message) {
     throw InvalidArgument(std::string(op) + ": " + message);
 }
@@ -117,7 +115,7 @@ void check_total_count(const char* op, const Part& p, int64_t total_count) {
 
 template <class T>
 const SplitKernelTable<T>& kernels() {
-    const SplitImplementation& impl = reference_kernels ? split_reference_implementation() : split_cpu_implementation();
+    const SplitImplementation& impl = split_cpu_implementation();
     if constexpr (std::is_same_v<T, double>) return impl.f64;
     else return impl.f32;
 }
@@ -128,8 +126,6 @@ template <class T>
 T* out(void* p) { return static_cast<T*>(p); }
 
 }  // namespace
-
-void use_split_reference_kernels(bool on) { reference_kernels = on; }
 
 void local_statistics(const char* op, const bnorm_desc* desc, const void* x, int64_t* count, double* mean,
                       double* m2) {

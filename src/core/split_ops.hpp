@@ -28,7 +28,4 @@ void backward_elementwise(const char* op, const bnorm_desc* desc, const void* dy
                           const void* weight, const void* save_mean, const void* save_invstd,
                           int64_t total_count, const double* sum_dy, const double* sum_dy_xhat, void* dx);
 
-// Which kernels serve the split operations: the production CPU ones, or the reference (tests).
-void use_split_reference_kernels(bool on);
-
 }  // namespace bnorm::detail

@@ -118,36 +118,35 @@ MpiCommunicator::MpiCommunicator(double timeout_seconds) : timeout_seconds_(time
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
 }
 
+namespace {
+
+void allgather_values(int rank, double timeout, const void* send, size_t n, void* recv, MPI_Datatype type) {
+    MPI_Request request;
+    const int count = count_of(rank, n, "MPI_Iallgather");
+    check(rank, MPI_Iallgather(send, count, type, recv, count, type, MPI_COMM_WORLD, &request), "MPI_Iallgather");
+    wait(rank, timeout, request, "an allgather");
+}
+
+void allreduce_values(int rank, double timeout, void* data, size_t n, MPI_Datatype type) {
+    MPI_Request request;
+    const int count = count_of(rank, n, "MPI_Iallreduce");
+    check(rank, MPI_Iallreduce(MPI_IN_PLACE, data, count, type, MPI_SUM, MPI_COMM_WORLD, &request), "MPI_Iallreduce");
+    wait(rank, timeout, request, "an allreduce");
+}
+
+}  // namespace
+
 void MpiCommunicator::allgather(std::span<const double> send, std::span<double> recv) {
-    MPI_Request request;
-    const int n = count_of(rank_, send.size(), "MPI_Iallgather");
-    check(rank_, MPI_Iallgather(send.data(), n, MPI_DOUBLE, recv.data(), n, MPI_DOUBLE, MPI_COMM_WORLD, &request),
-          "MPI_Iallgather");
-    wait(rank_, timeout_seconds_, request, "an allgather");
+    allgather_values(rank_, timeout_seconds_, send.data(), send.size(), recv.data(), MPI_DOUBLE);
 }
-
 void MpiCommunicator::allgather(std::span<const int64_t> send, std::span<int64_t> recv) {
-    MPI_Request request;
-    const int n = count_of(rank_, send.size(), "MPI_Iallgather");
-    check(rank_, MPI_Iallgather(send.data(), n, MPI_INT64_T, recv.data(), n, MPI_INT64_T, MPI_COMM_WORLD, &request),
-          "MPI_Iallgather");
-    wait(rank_, timeout_seconds_, request, "an allgather");
+    allgather_values(rank_, timeout_seconds_, send.data(), send.size(), recv.data(), MPI_INT64_T);
 }
-
 void MpiCommunicator::allreduce_sum(std::span<float> data) {
-    MPI_Request request;
-    const int n = count_of(rank_, data.size(), "MPI_Iallreduce");
-    check(rank_, MPI_Iallreduce(MPI_IN_PLACE, data.data(), n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &request),
-          "MPI_Iallreduce");
-    wait(rank_, timeout_seconds_, request, "an allreduce");
+    allreduce_values(rank_, timeout_seconds_, data.data(), data.size(), MPI_FLOAT);
 }
-
 void MpiCommunicator::allreduce_sum(std::span<double> data) {
-    MPI_Request request;
-    const int n = count_of(rank_, data.size(), "MPI_Iallreduce");
-    check(rank_, MPI_Iallreduce(MPI_IN_PLACE, data.data(), n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &request),
-          "MPI_Iallreduce");
-    wait(rank_, timeout_seconds_, request, "an allreduce");
+    allreduce_values(rank_, timeout_seconds_, data.data(), data.size(), MPI_DOUBLE);
 }
 
 }  // namespace bnorm

@@ -150,48 +150,48 @@ void sync_backward(Communicator& comm, SyncState& state, const Shape& shape, Bac
 }
 
 template <class T>
-SyncBatchNorm<T>::SyncBatchNorm(const Config& config, Communicator& comm) : config_(config), comm_(comm) {
-    // The single-process module validates the configuration with the same messages.
-    const BatchNorm<T> validated(config);
+SyncBatchNorm<T>::SyncBatchNorm(const Config& config, Communicator& comm) : state_(config), comm_(comm) {
     const auto c = static_cast<size_t>(config.num_features);
     if (config.affine) {
-        weight_.assign(c, T(1));
-        bias_.assign(c, T(0));
         grad_weight_.assign(c, T(0));
         grad_bias_.assign(c, T(0));
-    }
-    if (config.track_running_stats) {
-        running_mean_.assign(c, T(0));
-        running_var_.assign(c, T(1));
     }
     save_mean_.assign(c, T(0));
     save_invstd_.assign(c, T(0));
 }
 
 template <class T>
+Options SyncBatchNorm<T>::options() const {
+    const Config& c = state_.config();
+    return Options{c.eps, c.momentum, c.running_var_unbiased};
+}
+
+template <class T>
 void SyncBatchNorm<T>::forward(const Shape& shape, std::span<const T> x, std::span<T> y) {
     constexpr const char* op = "bnorm::SyncBatchNorm::forward";
-    if (shape.c != config_.num_features)
+    if (shape.c != config().num_features)
         throw InvalidArgument(std::string(op) + ": the input has shape.c = " + std::to_string(shape.c) +
                               " channels but this SyncBatchNorm has num_features = " +
-                              std::to_string(config_.num_features) + "; pass input with that many channels");
+                              std::to_string(config().num_features) + "; pass input with that many channels");
     saved_ = Saved::nothing;
-    const bool tracked = config_.track_running_stats;
+    const bool tracked = config().track_running_stats;
     if (!training_ && tracked) {
         if (shape.n > 0)
-            forward_inference<T>(shape, options(), {.x = x, .y = y, .weight = weight_, .bias = bias_,
-                                                    .running_mean = running_mean_, .running_var = running_var_});
+            forward_inference<T>(shape, options(), {.x = x, .y = y, .weight = weight(), .bias = bias(),
+                                                    .running_mean = running_mean(), .running_var = running_var()});
         saved_ = Saved::running_statistics;
         return;
     }
-    NormalizeArgs<T> args{.x = x, .y = y, .weight = weight_, .bias = bias_, .save_mean = save_mean_,
+    NormalizeArgs<T> args{.x = x, .y = y, .weight = weight(), .bias = bias(), .save_mean = save_mean_,
                           .save_invstd = save_invstd_};
+    int64_t batches = state_.num_batches_tracked();
     if (training_ && tracked) {
-        args.running_mean = running_mean_;
-        args.running_var = running_var_;
-        args.num_batches_tracked = &num_batches_tracked_;
+        args.running_mean = running_mean();
+        args.running_var = running_var();
+        args.num_batches_tracked = &batches;
     }
     sync_forward_training<T>(comm_, sync_, shape, options(), args);
+    state_.set_num_batches_tracked(batches);
     saved_ = Saved::batch_statistics;
 }
 
@@ -203,8 +203,8 @@ void SyncBatchNorm<T>::backward(const Shape& shape, std::span<const T> x, std::s
     if (saved_ == Saved::running_statistics) {
         if (shape.n > 0)
             backward_inference<T>(shape, options(),
-                                  {.dy = dy, .x = x, .dx = dx, .weight = weight_, .running_mean = running_mean_,
-                                   .running_var = running_var_, .dweight = grad_weight_, .dbias = grad_bias_});
+                                  {.dy = dy, .x = x, .dx = dx, .weight = weight(), .running_mean = running_mean(),
+                                   .running_var = running_var(), .dweight = grad_weight_, .dbias = grad_bias_});
         else {
             std::fill(grad_weight_.begin(), grad_weight_.end(), T(0));
             std::fill(grad_bias_.begin(), grad_bias_.end(), T(0));
@@ -212,7 +212,7 @@ void SyncBatchNorm<T>::backward(const Shape& shape, std::span<const T> x, std::s
         return;
     }
     sync_backward<T>(comm_, sync_, shape,
-                     {.dy = dy, .x = x, .dx = dx, .weight = weight_, .save_mean = save_mean_, .save_invstd = save_invstd_},
+                     {.dy = dy, .x = x, .dx = dx, .weight = weight(), .save_mean = save_mean_, .save_invstd = save_invstd_},
                      grad_weight_, grad_bias_);
 }
 

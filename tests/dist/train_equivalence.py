@@ -3,7 +3,8 @@
 batch normalization, 200 steps of batch 60, float32. With --sync-bn, K = 2, 3, 4 and an uneven split
 in which a process gets no samples every third step (--split skewed), the final parameters, running
 statistics and losses equal the one-process run to 1e-5 relative (each tensor against its largest
-magnitude); every process ends with the same parameter hash; only rank 0 wrote files. Without
+magnitude); every process ends with the same parameter hash; only rank 0 wrote files; processes
+started with different settings are named at start. Without
 --sync-bn ("ghost batches") the parameters differ: the test can tell the two apart."""
 import argparse, json, os, struct, subprocess, sys, tempfile
 
@@ -81,6 +82,16 @@ def main():
             if not ok:
                 failures += 1
                 print(f"FAIL: {label} (files {files})\n{r.stderr}")
+        # Processes that disagree on the run are named at start (MPMD: rank 1 gets another --batch).
+        base = [a.bnorm] + common + ["--out", os.path.join(tmp, "mismatch")]
+        other = [("30" if i > 0 and base[i - 1] == "--batch" else v) for i, v in enumerate(base)]
+        cmd = a.mpirun.split() + ["-np", "1"] + base + [":", "-np", "1"] + other
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        expected = "distributed training: rank 1 has --batch = 30, rank 0 has 60"
+        print(f"mismatched --batch: exit status {r.returncode}; says '{expected}': {expected in r.stderr}")
+        if r.returncode == 0 or expected not in r.stderr:
+            failures += 1
+            print(f"FAIL: mismatched --batch not reported:\n{r.stdout}\n{r.stderr}")
     if failures:
         sys.exit(f"{failures} distributed runs failed")
     print("all distributed runs agree with one process")
