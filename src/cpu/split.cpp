@@ -14,6 +14,7 @@
 
 #include "core/split_kernels.hpp"
 #include "core/threading.hpp"
+#include "cpu/values.hpp"
 
 namespace bnorm::detail {
 namespace {
@@ -52,11 +53,6 @@ double* scratch(size_t doubles) {
     thread_local std::vector<double> buffer;
     if (buffer.size() < doubles) buffer.resize(doubles);
     return buffer.data();
-}
-
-template <class T>
-double coefficient(const T* p, int64_t c, double fallback) {
-    return p ? static_cast<double>(p[c]) : fallback;
 }
 
 template <class T>
@@ -239,8 +235,8 @@ void normalize(const NormalizeArgs<T>& a) {
         const double var = a.m2[c] / total;
         const double invstd = 1.0 / std::sqrt(var + a.eps);
         center[c] = static_cast<T>(a.mean[c]);
-        slope[c] = static_cast<T>(coefficient(a.weight, c, 1.0) * invstd);
-        shift[c] = static_cast<T>(coefficient(a.bias, c, 0.0));
+        slope[c] = static_cast<T>(param_or(a.weight, c, 1.0) * invstd);
+        shift[c] = static_cast<T>(param_or(a.bias, c, 0.0));
         if (a.save_mean) a.save_mean[c] = static_cast<T>(a.mean[c]);
         if (a.save_invstd) a.save_invstd[c] = static_cast<T>(invstd);
         if (a.update.enabled) {
@@ -263,7 +259,7 @@ void backward_elementwise(const BackwardElementwiseArgs<T>& a) {
     T* shift = center + 3 * C;
     for (int64_t c = 0; c < C; ++c) {
         const double invstd = static_cast<double>(a.save_invstd[c]);
-        const double gamma_invstd = coefficient(a.weight, c, 1.0) * invstd;
+        const double gamma_invstd = param_or(a.weight, c, 1.0) * invstd;
         center[c] = a.save_mean[c];
         scale[c] = static_cast<T>(gamma_invstd);
         slope[c] = static_cast<T>(-gamma_invstd * invstd * a.sum_dy_xhat[c] / total);
