@@ -40,6 +40,12 @@ void add_train_options(CLI::App* cmd, TrainConfig& c, int& threads) {
     cmd->add_option("--model", c.model, "mlp (the paper's 784-100-100-100-10 sigmoid network) or cnn")
         ->check(CLI::IsMember({"mlp", "cnn"}))->capture_default_str();
     cmd->add_flag("--bn,!--no-bn", c.batch_norm, "with batch normalization (default) or without")->capture_default_str();
+    cmd->add_flag("--sync-bn", c.sync_bn,
+                  "under mpirun: batch normalization with the statistics of the whole batch (default: each "
+                  "process's share, 'ghost batches'; docs/distributed.md)");
+    cmd->add_option("--split", c.split, "under mpirun: how a batch is split: even, or skewed (uneven; every third step "
+                                        "the last process gets none; needs --sync-bn)")
+        ->check(CLI::IsMember({"even", "skewed"}))->capture_default_str();
     cmd->add_option("--optimizer", c.optimizer, "sgd or adam")->check(CLI::IsMember({"sgd", "adam"}))->capture_default_str();
     cmd->add_option("--lr", c.lr, "learning rate")->check(CLI::PositiveNumber)->capture_default_str();
     cmd->add_option("--momentum", c.momentum, "SGD momentum (default: none, plain SGD)")->check(CLI::Range(0.0, 0.999999));
@@ -60,12 +66,6 @@ void add_train_options(CLI::App* cmd, TrainConfig& c, int& threads) {
     cmd->add_option("--eval-every", c.eval_every, "steps between evaluations")->check(CLI::PositiveNumber)->capture_default_str();
     cmd->add_option("--data", c.data_dir, "Fashion-MNIST directory (IDX files, gzipped or not)")->capture_default_str();
     cmd->add_option("--threads", threads, "threads (default: BNORM_NUM_THREADS or the cores)")->check(CLI::Range(1, 4096));
-    cmd->add_flag("--sync-bn", c.sync_bn,
-                  "under mpirun: batch normalization with the statistics of the whole batch (default: each "
-                  "process's share, 'ghost batches'; docs/distributed.md)");
-    cmd->add_option("--split", c.split, "under mpirun: how a batch is split: even, or skewed (uneven; every third step "
-                                        "the last process gets none; needs --sync-bn)")
-        ->check(CLI::IsMember({"even", "skewed"}))->capture_default_str();
 }
 
 bool is_rank0(const TrainConfig& c) { return !c.comm || c.comm->rank() == 0; }

@@ -90,6 +90,13 @@ void copy_examples(const Dataset& data, int64_t begin, int64_t n, Tensor& images
     }
 }
 
+std::string to_text(double v) {
+    std::ostringstream s;
+    s.precision(17);
+    s << v;
+    return s.str();
+}
+
 // This process's share [begin, end) of a global batch at `step` (TrainConfig::split).
 std::pair<int64_t, int64_t> share_of(const std::string& split, int64_t step, int64_t batch, int rank, int size) {
     std::vector<int64_t> counts(static_cast<size_t>(size), 0);
@@ -112,13 +119,6 @@ uint64_t fnv1a(uint64_t h, const void* data, size_t bytes) {
     const auto* p = static_cast<const unsigned char*>(data);
     for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
     return h;
-}
-
-std::string to_text(double v) {
-    std::ostringstream s;
-    s.precision(17);
-    s << v;
-    return s.str();
 }
 
 }  // namespace

@@ -5,10 +5,19 @@
 #include <vector>
 
 #include "core/kernels.hpp"
-#include "cpu/values.hpp"
 
 namespace bnorm::detail {
 namespace {
+
+template <class T>
+double at(const T* p, const Geometry& g, int64_t n, int64_t c, int64_t s) {
+    return static_cast<double>(p[g.offset(n, c, s)]);
+}
+
+template <class T>
+double param_or(const T* p, int64_t c, double fallback) {
+    return p ? static_cast<double>(p[c]) : fallback;
+}
 
 template <class T>
 void forward_training(const ForwardTrainingArgs<T>& a) {
