@@ -8,10 +8,10 @@
 #include <cblas.h>
 #include <cstdio>
 #include <cstdlib>
-#include <stdexcept>
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "bnorm/bnorm.hpp"

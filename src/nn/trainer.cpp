@@ -457,10 +457,10 @@ TrainResult Trainer::run(const std::function<void(const TrainProgress&)>& on_pro
             on_progress({step_, total_steps_, recent_loss / debias, recent_accuracy / debias});
         }
     }
+    if (distributed()) finish_distributed(result);
     result.history = history_;
     result.steps = step_;
     result.seconds = seconds_;
-    if (distributed()) finish_distributed(result);
     return result;
 }
 
