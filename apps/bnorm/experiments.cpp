@@ -4,6 +4,7 @@
 #include "experiments.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -34,10 +35,21 @@ std::string fixed(double v, int digits) {
 }
 std::string percent(double v) { return fixed(100 * v, 2) + "%"; }
 
+// The processes every run of this experiment is spread over (ExperimentOptions::comm, sync_bn).
+struct Distributed {
+    Communicator* comm = nullptr;
+    bool sync_bn = false;
+    bool rank0() const { return !comm || comm->rank() == 0; }
+} distributed;
+
 // Trains one run into dir (metrics.csv, summary.json) with a progress bar labelled `label`.
-TrainResult run_one(const TrainConfig& config, const fs::path& dir, const std::string& label) {
-    fs::create_directories(dir);
+// Under mpirun every process trains it; rank 0 alone prints and writes.
+TrainResult run_one(TrainConfig config, const fs::path& dir, const std::string& label) {
+    config.comm = distributed.comm;
+    config.sync_bn = distributed.sync_bn;
     nn::Trainer trainer(config);
+    if (!distributed.rank0()) return trainer.run();
+    fs::create_directories(dir);
     Progress progress(label, trainer.total_steps());
     TrainResult result = trainer.run([&](const nn::TrainProgress& p) {
         progress.update(p.step, {{"loss", p.loss}, {"acc", p.accuracy}});
@@ -477,7 +489,12 @@ std::vector<std::string> experiment_names() {
 
 int run_experiment(const ExperimentOptions& o) {
     const fs::path out = o.out.empty() ? fs::path("runs") / o.name : o.out;
-    fs::create_directories(out);
+    distributed = {o.comm && o.comm->size() > 1 ? o.comm : nullptr, o.sync_bn};
+    if (distributed.comm && (o.name == "covariate-shift" || o.name == "all"))
+        throw std::invalid_argument("experiment " + o.name +
+                                    ": covariate-shift measures gradients of the whole network on single batches in "
+                                    "one process; run it without mpirun (the other experiments run under mpirun)");
+    if (distributed.rank0()) fs::create_directories(out);
     const auto start = std::chrono::steady_clock::now();
     Report report;
     report.title = "bnorm experiment " + o.name;
@@ -503,9 +520,13 @@ int run_experiment(const ExperimentOptions& o) {
         report.sections.push_back(covariate_shift(o, all ? out / "covariate-shift" : out, best_lr));
     const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60;
     report.settings.push_back({"wall time", fixed(minutes, 1) + " minutes"});
+    if (!distributed.rank0()) return 0;
     for (const auto& entry : fs::recursive_directory_iterator(out))
         if (entry.path().filename() == "metrics.csv") report.raw_files.push_back(fs::relative(entry.path(), out).string());
     std::sort(report.raw_files.begin(), report.raw_files.end());
+    if (distributed.comm)
+        report.settings.push_back({"processes", std::to_string(distributed.comm->size()) +
+                                                    (distributed.sync_bn ? " (mpirun, --sync-bn)" : " (mpirun, ghost batches)")});
     write_report(out / "report.html", report);
     std::printf("report: %s\n", fs::absolute(out / "report.html").string().c_str());
     return 0;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "bnorm/dist.hpp"
 #include "bnorm/nn/data.hpp"
 
 namespace bnorm::app {
@@ -19,6 +20,10 @@ struct ExperimentOptions {
     std::optional<int64_t> steps;          // default: each experiment's own
     std::filesystem::path data_dir = nn::default_fashion_mnist_dir();
     std::string command;                   // the command line, for the report
+    // Under mpirun: every run is data parallel over comm (TrainConfig::comm), with synchronized
+    // batch normalization when sync_bn; only rank 0 prints and writes. covariate-shift refuses.
+    Communicator* comm = nullptr;
+    bool sync_bn = false;
 };
 
 std::vector<std::string> experiment_names();  // including "all"

@@ -9,10 +9,16 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "bnorm/bnorm.hpp"
 #include "bnorm/nn/trainer.hpp"
+#ifdef BNORM_HAVE_MPI
+#include "bnorm/mpi.hpp"
+#endif
 #include "demo.hpp"
 #include "experiments.hpp"
 #include "outputs.hpp"
@@ -38,6 +44,12 @@ void add_train_options(CLI::App* cmd, TrainConfig& c, int& threads) {
     cmd->add_option("--model", c.model, "mlp (the paper's 784-100-100-100-10 sigmoid network) or cnn")
         ->check(CLI::IsMember({"mlp", "cnn"}))->capture_default_str();
     cmd->add_flag("--bn,!--no-bn", c.batch_norm, "with batch normalization (default) or without")->capture_default_str();
+    cmd->add_flag("--sync-bn", c.sync_bn,
+                  "under mpirun: batch normalization with the statistics of the whole batch (default: each "
+                  "process's share, 'ghost batches'; docs/distributed.md)");
+    cmd->add_option("--split", c.split, "under mpirun: how a batch is split: even, or skewed (uneven; every third step "
+                                        "the last process gets none; needs --sync-bn)")
+        ->check(CLI::IsMember({"even", "skewed"}))->capture_default_str();
     cmd->add_option("--optimizer", c.optimizer, "sgd or adam")->check(CLI::IsMember({"sgd", "adam"}))->capture_default_str();
     cmd->add_option("--lr", c.lr, "learning rate")->check(CLI::PositiveNumber)->capture_default_str();
     cmd->add_option("--momentum", c.momentum, "SGD momentum (default: none, plain SGD)")->check(CLI::Range(0.0, 0.999999));
@@ -60,20 +72,29 @@ void add_train_options(CLI::App* cmd, TrainConfig& c, int& threads) {
     cmd->add_option("--threads", threads, "threads (default: BNORM_NUM_THREADS, else 1 for the mlp, the cores for the cnn)")->check(CLI::Range(1, 4096));
 }
 
+bool is_rank0(const TrainConfig& c) { return !c.comm || c.comm->rank() == 0; }
+
+// Under mpirun every process trains; only rank 0 prints progress and writes files.
 int train(TrainConfig config, const fs::path& out, const std::optional<fs::path>& resume) {
-    fs::create_directories(out);
+    const bool rank0 = is_rank0(config);
+    if (rank0) fs::create_directories(out);
     config.checkpoint_path = out / "checkpoint.safetensors";
     bnorm::nn::Trainer trainer(config);
     if (resume) trainer.resume(*resume);
-    bnorm::app::Progress progress("train " + config.model + (config.batch_norm ? "+bn" : ""), trainer.total_steps());
+    std::optional<bnorm::app::Progress> progress;
+    if (rank0) progress.emplace("train " + config.model + (config.batch_norm ? "+bn" : ""), trainer.total_steps());
     const bnorm::nn::TrainResult result = trainer.run([&](const bnorm::nn::TrainProgress& p) {
-        progress.update(p.step, {{"loss", p.loss}, {"acc", p.accuracy}});
+        if (progress) progress->update(p.step, {{"loss", p.loss}, {"acc", p.accuracy}});
     });
+    if (!rank0) return 0;
+    if (!result.parameters_identical)
+        throw std::runtime_error("the processes ended with different parameters (hash " + result.parameter_hash +
+                                 " on rank 0); this is a bug, please report it");
     trainer.save(out / "model.safetensors");
     bnorm::app::write_metrics_csv(out / "metrics.csv", result);
     bnorm::app::write_summary_json(out / "summary.json", trainer.config(), result);
     const auto& last = result.last();
-    progress.finish(std::string(result.diverged ? "DIVERGED (loss not finite); " : "") + "test accuracy " +
+    progress->finish(std::string(result.diverged ? "DIVERGED (loss not finite); " : "") + "test accuracy " +
                     std::to_string(last.test_accuracy) + ", " + std::to_string(static_cast<long long>(result.steps_per_second())) +
                     " steps/s; wrote " + (out / "metrics.csv").string() + ", summary.json, model.safetensors");
     return 0;
@@ -90,6 +111,22 @@ int eval(const fs::path& checkpoint, const fs::path& data) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // Under mpirun: MPI, and a communicator for the training system (single process otherwise).
+#ifdef BNORM_HAVE_MPI
+    std::optional<bnorm::MpiSession> mpi_session;
+    std::unique_ptr<bnorm::MpiCommunicator> world;
+    if (bnorm::MpiSession::launched_by_mpirun()) {
+        mpi_session.emplace(&argc, &argv);
+        world = std::make_unique<bnorm::MpiCommunicator>();
+    }
+    bnorm::Communicator* comm = world && world->size() > 1 ? world.get() : nullptr;
+#else
+    bnorm::Communicator* comm = nullptr;
+    if (std::getenv("OMPI_COMM_WORLD_SIZE") && std::string(std::getenv("OMPI_COMM_WORLD_SIZE")) != "1") {
+        std::fprintf(stderr, "bnorm: this bnorm was built without MPI; install libopenmpi-dev and rebuild to train under mpirun\n");
+        return 1;
+    }
+#endif
     CLI::App app{"bnorm: batch normalization for deep neural networks, and the experiments that test its claims"};
     app.set_version_flag("--version", std::string("bnorm ") + bnorm::version());
     app.require_subcommand(1);
@@ -128,6 +165,8 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(int64_t{100}, int64_t{10000000}));
     experiment_cmd->add_option("--data", experiment.data_dir, "Fashion-MNIST directory")->capture_default_str();
     experiment_cmd->add_option("--threads", threads, "threads")->check(CLI::Range(1, 4096));
+    experiment_cmd->add_flag("--sync-bn", experiment.sync_bn,
+                             "under mpirun: synchronized batch normalization in every run (docs/distributed.md)");
 
     bnorm::app::DemoSettings demo;
     CLI::App* demo_cmd = app.add_subcommand("demo", "one forward and backward pass of a BatchNorm module, explained");
@@ -144,6 +183,7 @@ int main(int argc, char** argv) {
             if (config.steps == 0 && config.epochs == 0) config.steps = 50000;
             config.stop_after = stop_after;
             config.checkpoint_every = checkpoint_every;
+            config.comm = comm;
             return train(config, out, resume);
         }
         if (eval_cmd->parsed()) {
@@ -153,11 +193,21 @@ int main(int argc, char** argv) {
         if (experiment_cmd->parsed()) {
             set_threads(threads, "mlp");  // every experiment but convnet trains the mlp
             experiment.command = bnorm::app::command_line(argc, argv);
+            experiment.comm = comm;
             return bnorm::app::run_experiment(experiment);
         }
         if (demo_cmd->parsed()) return bnorm::app::run_demo(demo);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "bnorm: %s\n", e.what());
+        if (!comm) {
+            std::fprintf(stderr, "bnorm: %s\n", e.what());
+            return 1;
+        }
+        // One process's error ends the job at once (the others would wait in a collective).
+        std::fprintf(stderr, "bnorm: rank %d: %s\n", comm->rank(), e.what());
+        std::fflush(stderr);
+#ifdef BNORM_HAVE_MPI
+        bnorm::MpiSession::abort(1);
+#endif
         return 1;
     }
     return 0;

@@ -50,6 +50,15 @@ void write_summary_json(const std::filesystem::path& path, const nn::TrainConfig
     j["test_inference_ms"] = last.test_seconds * 1e3;
     j["diverged"] = result.diverged;
     j["settings"] = nn::config_to_metadata(config);
+    if (result.processes > 1) {
+        j["distributed"] = {{"processes", result.processes},
+                            {"sync_bn", config.sync_bn},
+                            {"split", config.split},
+                            {"parameter_hash", result.parameter_hash},
+                            {"parameters_identical_on_all_processes", result.parameters_identical},
+                            {"gradient_allreduce_seconds", result.gradient_allreduce_seconds},
+                            {"bn_communication_seconds", result.bn_communication_seconds}};
+    }
     write_text(path, j.dump(2) + "\n");
 }
 

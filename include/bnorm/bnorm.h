@@ -109,6 +109,58 @@ BNORM_API int bnorm_set_num_threads(int n);
 /* The library's version, "MAJOR.MINOR.PATCH". */
 BNORM_API const char* bnorm_version(void);
 
+/* ---- split operations: the parts of synchronized batch normalization ------------------------
+ * Any transport (MPI, NCCL, sockets) can build batch normalization over a batch split across
+ * processes from these five calls (docs/distributed.md):
+ *
+ *   bnorm_local_statistics(&d, x, &count, mean, m2);              // this process's part, n may be 0
+ *   ... allgather (count, mean, m2) of every process ...
+ *   bnorm_merge_statistics(parts, c, counts, means, m2s, &total, gmean, gm2);
+ *   bnorm_normalize_with_statistics(&d, &o, x, gamma, beta, total, gmean, gm2, rmean, rvar, &nbt,
+ *                                   y, smean, sinvstd);
+ *   bnorm_backward_reduce(&d, dy, x, smean, sinvstd, sum_dy, sum_dy_xhat);  // then allreduce (sum)
+ *   bnorm_backward_elementwise(&d, dy, x, gamma, smean, sinvstd, total, sum_dy, sum_dy_xhat, dx);
+ *
+ * Statistics are always double, whatever desc->dtype: count (values per channel, n*spatial),
+ * mean and m2 (the sum of squared deviations from the mean) per channel. desc->n may be 0 in all
+ * five (a process with no samples still joins the collectives). */
+
+/* count = n*spatial; mean[c], m2[c] of this part (0 and 0 when count is 0). Required: desc, x
+ * (may be NULL when n is 0), count, mean, m2 (c doubles each). */
+BNORM_API bnorm_status bnorm_local_statistics(const bnorm_desc* desc, const void* x, int64_t* count,
+                                              double* mean, double* m2);
+
+/* Merges `parts` statistics of c channels in the order 0, 1, ..., parts-1 with Chan, Golub &
+ * LeVeque's pairwise formula (deterministic: the same inputs give the same bits). means and m2s are
+ * (parts, c), row-major; counts has parts entries >= 0 (parts with count 0 are skipped). Writes
+ * total_count (the sum of counts) and mean, m2 (c each; 0 when the total is 0). */
+BNORM_API bnorm_status bnorm_merge_statistics(int64_t parts, int64_t c, const int64_t* counts,
+                                              const double* means, const double* m2s,
+                                              int64_t* total_count, double* mean, double* m2);
+
+/* The training forward with given (global) statistics: var = m2/total_count, y, save_mean,
+ * save_invstd as bnorm_forward_training, and the running statistics updated as there with the
+ * unbiased variance m2/(total_count - 1) (or the biased one, options->running_var_unbiased = 0).
+ * Requires total_count >= 2 and total_count >= desc->n*desc->spatial. */
+BNORM_API bnorm_status bnorm_normalize_with_statistics(
+    const bnorm_desc* desc, const bnorm_options* options, const void* x, const void* weight,
+    const void* bias, int64_t total_count, const double* mean, const double* m2, void* running_mean,
+    void* running_var, int64_t* num_batches_tracked, void* y, void* save_mean, void* save_invstd);
+
+/* This part's backward sums per channel: sum_dy[c] = sum dy, sum_dy_xhat[c] = sum dy*xhat with
+ * xhat = (x - save_mean)*save_invstd. Summed over the parts they give dbias and dweight. */
+BNORM_API bnorm_status bnorm_backward_reduce(const bnorm_desc* desc, const void* dy, const void* x,
+                                             const void* save_mean, const void* save_invstd,
+                                             double* sum_dy, double* sum_dy_xhat);
+
+/* dx = gamma*invstd/M*(M*dy - sum_dy - xhat*sum_dy_xhat) with M = total_count and the sums over
+ * all parts. dx may be dy or x (in place). Optional: weight (gamma = 1). */
+BNORM_API bnorm_status bnorm_backward_elementwise(const bnorm_desc* desc, const void* dy, const void* x,
+                                                  const void* weight, const void* save_mean,
+                                                  const void* save_invstd, int64_t total_count,
+                                                  const double* sum_dy, const double* sum_dy_xhat,
+                                                  void* dx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -243,4 +243,60 @@ private:
 extern template class BatchNorm<float>;
 extern template class BatchNorm<double>;
 
+// ---- split operations: the parts of synchronized batch normalization (bnorm.h has the contract;
+// docs/distributed.md the design). Statistics are double for both T; shape.n may be 0. ---------
+template <class T>
+void local_statistics(const Shape& shape, std::span<const T> x, int64_t& count, std::span<double> mean,
+                      std::span<double> m2);
+
+// means and m2s are (counts.size(), channels), row-major; merged in index order (deterministic).
+void merge_statistics(int64_t channels, std::span<const int64_t> counts, std::span<const double> means,
+                      std::span<const double> m2s, int64_t& total_count, std::span<double> mean,
+                      std::span<double> m2);
+
+template <class T>
+struct NormalizeArgs {
+    std::span<const T> x;                    // n*c*spatial (none when n is 0)
+    std::span<T> y;                          // n*c*spatial; may be x
+    int64_t total_count = 0;                 // values per channel over all parts, >= 2
+    std::span<const double> mean = {};       // c, required
+    std::span<const double> m2 = {};         // c, required
+    std::span<const T> weight = {};
+    std::span<const T> bias = {};
+    std::span<T> running_mean = {};
+    std::span<T> running_var = {};
+    int64_t* num_batches_tracked = nullptr;
+    std::span<T> save_mean = {};
+    std::span<T> save_invstd = {};
+};
+template <class T>
+void normalize_with_statistics(const Shape& shape, const Options& options, const NormalizeArgs<T>& args);
+
+template <class T>
+struct BackwardReduceArgs {
+    std::span<const T> dy;
+    std::span<const T> x;
+    std::span<const T> save_mean;            // c, required
+    std::span<const T> save_invstd;          // c, required
+    std::span<double> sum_dy;                // c, required
+    std::span<double> sum_dy_xhat;           // c, required
+};
+template <class T>
+void backward_reduce(const Shape& shape, const BackwardReduceArgs<T>& args);
+
+template <class T>
+struct BackwardElementwiseArgs {
+    std::span<const T> dy;
+    std::span<const T> x;
+    std::span<T> dx;                         // may be dy or x
+    int64_t total_count = 0;
+    std::span<const double> sum_dy = {};     // c, over all parts
+    std::span<const double> sum_dy_xhat = {};
+    std::span<const T> weight = {};
+    std::span<const T> save_mean = {};
+    std::span<const T> save_invstd = {};
+};
+template <class T>
+void backward_elementwise(const Shape& shape, const BackwardElementwiseArgs<T>& args);
+
 }  // namespace bnorm

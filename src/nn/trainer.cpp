@@ -7,12 +7,17 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <iterator>
+#include <functional>
 #include <sstream>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
 #include "bnorm/nn/checkpoint.hpp"
+#include "bnorm/nn/layers.hpp"
 #include "bnorm/nn/loss.hpp"
 #include "bnorm/nn/models.hpp"
 #include "bnorm/nn/optim.hpp"
@@ -46,6 +51,17 @@ void validate(const TrainConfig& c) {
     if (c.checkpoint_every < 0) bad("--checkpoint-every must be >= 0");
     if (c.channels_last && c.model != "cnn") bad("--channels-last applies to --model cnn only");
     if (c.dropout > 0 && c.model != "mlp") bad("--dropout applies to --model mlp only");
+    if (c.split != "even" && c.split != "skewed") bad("--split " + c.split + " is not a split; use even or skewed");
+    if (c.bucket_elements < 1) bad("the gradient bucket must hold at least 1 value");
+    if (c.comm && c.comm->size() > 1 && c.batch_norm && !c.sync_bn) {
+        if (c.split != "even")
+            bad("--split " + c.split + " gives some processes fewer than 2 samples; batch normalization per process "
+                "needs 2: add --sync-bn");
+        if (c.batch / c.comm->size() < 2)
+            bad("--batch " + std::to_string(c.batch) + " across " + std::to_string(c.comm->size()) +
+                " processes leaves a process fewer than 2 samples; batch normalization per process needs 2: add "
+                "--sync-bn or use --batch " + std::to_string(2 * c.comm->size()) + " or more");
+    }
 }
 
 // The layer whose output feeds the last hidden sigmoid: the layer just before the last Sigmoid.
@@ -68,6 +84,30 @@ std::string to_text(double v) {
     s.precision(17);
     s << v;
     return s.str();
+}
+
+// This process's share [begin, end) of a global batch at `step` (TrainConfig::split).
+std::pair<int64_t, int64_t> share_of(const std::string& split, int64_t step, int64_t batch, int rank, int size) {
+    std::vector<int64_t> counts(static_cast<size_t>(size), 0);
+    if (split == "skewed") {
+        const int receivers = step % 3 == 0 ? size - 1 : size;  // every third step the last gets none
+        const int64_t weights = int64_t{receivers} * (receivers + 1) / 2;
+        int64_t given = 0;
+        for (int r = 0; r < receivers; ++r) given += counts[static_cast<size_t>(r)] = batch * (r + 1) / weights;
+        counts[static_cast<size_t>(receivers - 1)] += batch - given;
+    } else {
+        for (int r = 0; r < size; ++r) counts[static_cast<size_t>(r)] = batch / size + (r < batch % size ? 1 : 0);
+    }
+    int64_t begin = 0;
+    for (int r = 0; r < rank; ++r) begin += counts[static_cast<size_t>(r)];
+    return {begin, begin + counts[static_cast<size_t>(rank)]};
+}
+
+// FNV-1a over bytes.
+uint64_t fnv1a(uint64_t h, const void* data, size_t bytes) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
 }
 
 }  // namespace
@@ -143,6 +183,100 @@ Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
     loader_ = std::make_unique<BatchLoader>(train_, config_.batch, config_.seed, true);
     probe_layer_ = find_probe_layer(*model_);
     model_->set_input_grad_needed(false);  // nothing uses the gradient of the images
+    if (distributed()) setup_distributed();
+}
+
+// Every process must run the same model on the same data order: checked here, naming the rank
+// that differs. With sync_bn the batch-normalization layers get the communicator.
+void Trainer::setup_distributed() {
+    Communicator& comm = *config_.comm;
+    int64_t parameters = 0, elements = 0;
+    for (const Parameter& p : model_->parameters()) {
+        ++parameters;
+        elements += p.value->numel();
+    }
+    int64_t lr_bits = 0;
+    std::memcpy(&lr_bits, &config_.lr, sizeof lr_bits);
+    auto hash = [](const std::string& text) { return static_cast<int64_t>(std::hash<std::string>{}(text) & 0x7fffffff); };
+    const int64_t settings[] = {hash(config_.model), parameters, elements, config_.batch,
+                                static_cast<int64_t>(config_.seed), config_.sync_bn ? 1 : 0, total_steps_,
+                                hash(config_.optimizer + "/" + config_.schedule + "/" + config_.split), lr_bits};
+    const char* const names[] = {"a different --model", "parameter tensors", "parameter values", "--batch", "--seed",
+                                 "--sync-bn", "total steps", "a different --optimizer, --schedule or --split",
+                                 "a different --lr (bits)"};
+    check_same_on_all(comm, "distributed training", settings, names);
+    if (config_.sync_bn)
+        for (size_t i = 0; i < model_->size(); ++i)
+            if (auto* bn = dynamic_cast<BatchNorm*>(&(*model_)[i])) bn->set_communicator(&comm);
+}
+
+// Rank 0 evaluates and sends the result to the others, so that every process holds the same
+// history (experiments choose settings from it) without evaluating K times.
+EvalPoint Trainer::evaluate_on_rank0(int64_t step, double train_loss, double seconds) {
+    if (!distributed()) return evaluate(step, train_loss, seconds);
+    EvalPoint p = writes() ? evaluate(step, train_loss, seconds) : EvalPoint{step, train_loss, 0, 0, 0, optimizer_->lr(), seconds};
+    const double mine[] = {p.train_accuracy, p.test_accuracy, p.test_loss, p.seconds, p.probe_p15, p.probe_p50, p.probe_p85};
+    constexpr size_t k = std::size(mine);
+    std::vector<double> all(k * static_cast<size_t>(config_.comm->size()));
+    config_.comm->allgather(mine, all);
+    p.train_accuracy = all[0], p.test_accuracy = all[1], p.test_loss = all[2], p.seconds = all[3];
+    p.probe_p15 = all[4], p.probe_p50 = all[5], p.probe_p85 = all[6];
+    return p;
+}
+
+void Trainer::take_share(const Tensor& images, std::span<const int32_t> labels) {
+    const int64_t batch = images.dim(0), per_example = images.numel() / std::max<int64_t>(batch, 1);
+    const auto [begin, end] = share_of(config_.split, step_, batch, config_.comm->rank(), config_.comm->size());
+    std::vector<int64_t> shape = images.shape();
+    shape[0] = end - begin;
+    if (share_images_.shape() != shape) share_images_.resize(shape);
+    std::copy(images.data() + begin * per_example, images.data() + end * per_example, share_images_.data());
+    share_labels_.assign(labels.begin() + begin, labels.begin() + end);
+}
+
+// Sums every gradient over the processes, in buckets of bucket_elements (one allreduce each).
+void Trainer::allreduce_gradients() {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto limit = static_cast<size_t>(config_.bucket_elements);
+    bucket_.reserve(limit);
+    std::vector<Parameter> params = model_->parameters();
+    size_t first = 0;  // first parameter of the bucket being filled
+    bucket_.clear();
+    auto flush = [&](size_t end) {
+        config_.comm->allreduce_sum(std::span<float>(bucket_));
+        size_t at = 0;
+        for (size_t i = first; i < end; ++i)
+            for (float& g : params[i].grad->values()) g = bucket_[at++];
+        bucket_.clear();
+        first = end;
+    };
+    for (size_t i = 0; i < params.size(); ++i) {
+        const auto g = params[i].grad->values();
+        if (!bucket_.empty() && bucket_.size() + g.size() > limit) flush(i);
+        bucket_.insert(bucket_.end(), g.begin(), g.end());
+    }
+    if (!bucket_.empty()) flush(params.size());
+    gradient_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void Trainer::finish_distributed(TrainResult& result) {
+    Communicator& comm = *config_.comm;
+    result.processes = comm.size();
+    result.gradient_allreduce_seconds = gradient_seconds_;
+    for (size_t i = 0; i < model_->size(); ++i)
+        if (auto* bn = dynamic_cast<BatchNorm*>(&(*model_)[i])) result.bn_communication_seconds += bn->communication_seconds();
+    uint64_t h = 1469598103934665603ull;
+    for (const Parameter& p : model_->parameters()) h = fnv1a(h, p.value->data(), static_cast<size_t>(p.value->numel()) * 4);
+    if (config_.sync_bn)
+        for (const Buffer& b : model_->buffers())
+            h = b.f32 ? fnv1a(h, b.f32->data(), static_cast<size_t>(b.f32->numel()) * 4) : fnv1a(h, b.i64, 8);
+    const auto mine = static_cast<int64_t>(h >> 1);
+    std::vector<int64_t> all(static_cast<size_t>(comm.size()));
+    comm.allgather(std::span<const int64_t>(&mine, 1), all);
+    result.parameters_identical = std::all_of(all.begin(), all.end(), [&](int64_t v) { return v == mine; });
+    char text[32];
+    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
+    result.parameter_hash = text;
 }
 
 Trainer::~Trainer() = default;
@@ -258,7 +392,7 @@ TrainResult Trainer::run(const std::function<void(const TrainProgress&)>& on_pro
     double recent_loss = 0, recent_accuracy = 0;
     TrainResult result;
     const int64_t end = config_.stop_after ? std::min(total_steps_, *config_.stop_after) : total_steps_;
-    if (history_.empty() && step_ == 0 && end > 0) history_.push_back(evaluate(0, std::nan(""), 0));
+    if (history_.empty() && step_ == 0 && end > 0) history_.push_back(evaluate_on_rank0(0, std::nan(""), 0));
     model_->set_training(true);
     while (step_ < end) {
         auto t0 = clock::now();
@@ -269,9 +403,31 @@ TrainResult Trainer::run(const std::function<void(const TrainProgress&)>& on_pro
             t0 += clock::now() - before;  // measuring is not training time
         }
         optimizer_->set_lr(learning_rate(config_, step_, total_steps_));
-        const Tensor& logits = model_->forward(images);
-        const double loss = softmax_cross_entropy(logits, labels, grad);
-        const int64_t correct = count_correct(logits, labels);
+        double loss = 0;
+        int64_t correct = 0;
+        if (distributed()) {
+            // The loss is the whole batch's mean: this share's gradient is scaled by share/batch,
+            // and the allreduce below sums the shares' parameter gradients.
+            take_share(images, labels);
+            const Tensor& logits = model_->forward(share_images_);
+            const auto share = static_cast<int64_t>(share_labels_.size());
+            double sums[2] = {0, 0};
+            if (share > 0) {
+                sums[0] = softmax_cross_entropy(logits, share_labels_, grad) * static_cast<double>(share);
+                sums[1] = static_cast<double>(count_correct(logits, share_labels_));
+                const auto scale = static_cast<float>(static_cast<double>(share) / static_cast<double>(labels.size()));
+                for (float& g : grad.values()) g *= scale;
+            } else if (grad.shape() != logits.shape()) {
+                grad.resize(logits.shape());
+            }
+            config_.comm->allreduce_sum(std::span<double>(sums, 2));
+            loss = sums[0] / static_cast<double>(labels.size());
+            correct = static_cast<int64_t>(sums[1]);
+        } else {
+            const Tensor& logits = model_->forward(images);
+            loss = softmax_cross_entropy(logits, labels, grad);
+            correct = count_correct(logits, labels);
+        }
         if (!std::isfinite(loss)) {
             result.diverged = true;
             ++step_;
@@ -279,6 +435,7 @@ TrainResult Trainer::run(const std::function<void(const TrainProgress&)>& on_pro
             break;
         }
         model_->backward(grad);
+        if (distributed()) allreduce_gradients();
         optimizer_->step();
         ++step_;
         seconds_ += std::chrono::duration<double>(clock::now() - t0).count();
@@ -287,16 +444,17 @@ TrainResult Trainer::run(const std::function<void(const TrainProgress&)>& on_pro
         recent_loss = 0.98 * recent_loss + 0.02 * loss;
         recent_accuracy = 0.98 * recent_accuracy + 0.02 * static_cast<double>(correct) / static_cast<double>(labels.size());
         if (step_ % config_.eval_every == 0 || step_ == total_steps_) {
-            history_.push_back(evaluate(step_, loss_sum_ / static_cast<double>(loss_count_), seconds_));
+            history_.push_back(evaluate_on_rank0(step_, loss_sum_ / static_cast<double>(loss_count_), seconds_));
             loss_sum_ = 0;
             loss_count_ = 0;
         }
-        if (config_.checkpoint_every > 0 && step_ % config_.checkpoint_every == 0) save(config_.checkpoint_path);
+        if (config_.checkpoint_every > 0 && step_ % config_.checkpoint_every == 0 && writes()) save(config_.checkpoint_path);
         if (on_progress && (step_ % 100 == 0 || step_ == end)) {
             const double debias = 1.0 - std::pow(0.98, static_cast<double>(std::min<int64_t>(step_, 1000)));
             on_progress({step_, total_steps_, recent_loss / debias, recent_accuracy / debias});
         }
     }
+    if (distributed()) finish_distributed(result);
     result.history = history_;
     result.steps = step_;
     result.seconds = seconds_;

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "bnorm/dist.hpp"
 #include "bnorm/nn/layer.hpp"
 #include "bnorm/nn/tensor.hpp"
 
@@ -192,6 +193,13 @@ public:
     Tensor& running_var() { return running_var_; }
     int64_t num_batches_tracked() const { return num_batches_tracked_; }
 
+    // Synchronized batch normalization (bnorm/dist.hpp): with a communicator, training mode uses
+    // the statistics of the whole batch split over its processes; forward and backward are then
+    // collective (every process calls them, also with 0 samples) and grad_weight/grad_bias are this
+    // process's part. nullptr (the default): this process's batch only.
+    void set_communicator(Communicator* comm) { comm_ = comm; }
+    double communication_seconds() const { return sync_.communication_seconds; }
+
 protected:
     BatchNorm(int64_t num_features, double eps, std::optional<double> momentum, bool affine);
     virtual void check_input(const Tensor& input) const = 0;  // throws std::invalid_argument
@@ -207,6 +215,8 @@ private:
     bool used_batch_statistics_ = false;  // what the last forward did, for backward
     const Tensor* input_ = nullptr;
     Tensor output_, grad_input_;
+    Communicator* comm_ = nullptr;
+    SyncState sync_;
 };
 
 // (N, C) or (N, C, L) input, channels first.

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "bnorm/dist.hpp"
 #include "bnorm/nn/data.hpp"
 #include "bnorm/nn/layer.hpp"
 
@@ -53,6 +54,16 @@ struct TrainConfig {
     // it: for measurements that must leave the network as they found it (analysis.hpp).
     int64_t inspect_every = 0;
     std::function<void(int64_t step, Sequential& model, const Tensor& images, std::span<const int32_t> labels)> inspect;
+    // Data parallelism (docs/distributed.md): every process of comm runs the same Trainer; each
+    // global batch of `batch` samples is split across them (`split`: "even", or "skewed": shares
+    // proportional to rank + 1, and every third step the last process gets none), gradients are
+    // summed with comm's allreduce in buckets of bucket_elements floats, and only rank 0 evaluates
+    // and writes checkpoints. sync_bn: batch normalization with the whole batch's statistics;
+    // without it each process normalizes with its own share ("ghost batches"). null: one process.
+    Communicator* comm = nullptr;
+    bool sync_bn = false;
+    std::string split = "even";
+    int64_t bucket_elements = int64_t{1} << 18;
 };
 
 struct EvalPoint {
@@ -75,6 +86,14 @@ struct TrainResult {
     bool diverged = false;  // the loss became NaN or infinite; training stopped there
     const EvalPoint& last() const { return history.back(); }
     double steps_per_second() const { return seconds > 0 ? static_cast<double>(steps) / seconds : 0; }
+    // Distributed runs (TrainConfig::comm): processes, the time in the gradient allreduce and in
+    // the batch-normalization collectives (part of `seconds`), and a hash of the parameters (and,
+    // with sync_bn, the buffers), checked equal on every process.
+    int processes = 1;
+    double gradient_allreduce_seconds = 0;
+    double bn_communication_seconds = 0;
+    std::string parameter_hash;
+    bool parameters_identical = true;
 };
 
 struct TrainProgress {
@@ -103,6 +122,14 @@ public:
 private:
     EvalPoint evaluate(int64_t step, double train_loss, double seconds);
     std::map<std::string, std::string> metadata() const;
+    // Data parallelism (TrainConfig::comm); all no-ops in one process.
+    bool distributed() const { return config_.comm && config_.comm->size() > 1; }
+    bool writes() const { return !config_.comm || config_.comm->rank() == 0; }
+    EvalPoint evaluate_on_rank0(int64_t step, double train_loss, double seconds);
+    void setup_distributed();
+    void take_share(const Tensor& images, std::span<const int32_t> labels);
+    void allreduce_gradients();
+    void finish_distributed(TrainResult& result);
 
     TrainConfig config_;
     Dataset train_, test_;
@@ -116,6 +143,10 @@ private:
     int64_t loss_count_ = 0;
     std::vector<EvalPoint> history_;
     size_t probe_layer_ = 0;  // the layer whose output is the probed sigmoid's input
+    Tensor share_images_;     // this process's share of the batch (distributed runs)
+    std::vector<int32_t> share_labels_;
+    std::vector<float> bucket_;
+    double gradient_seconds_ = 0;
 };
 
 // The training settings a checkpoint written by Trainer::save was made with (its metadata).

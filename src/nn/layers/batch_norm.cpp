@@ -5,6 +5,8 @@
 //   save_invstd are (C).
 //   training:   bnorm::forward_training (batch statistics; updates the running ones and
 //               num_batches_tracked), backward through bnorm::backward with save_mean/save_invstd
+//   synchronized (set_communicator): bnorm::sync_forward_training / bnorm::sync_backward, the
+//               statistics and the backward sums of the batch split over the processes
 //   evaluation: bnorm::forward_inference (running statistics), backward through
 //               bnorm::backward_inference (the statistics are constants there)
 #include <stdexcept>
@@ -72,7 +74,14 @@ const Tensor& BatchNorm::forward(const Tensor& input) {
     detail::set_shape(output_, input.shape(), input.rank() == 4 && input.channels_last());
     input_ = &input;
     used_batch_statistics_ = training_;
-    if (training_)
+    if (training_ && comm_)
+        bnorm::sync_forward_training<float>(
+            *comm_, sync_, shape, options,
+            {.x = input.values(), .y = output_.values(), .weight = weight_.values(), .bias = bias_.values(),
+             .running_mean = running_mean_.values(), .running_var = running_var_.values(),
+             .num_batches_tracked = &num_batches_tracked_, .save_mean = save_mean_.values(),
+             .save_invstd = save_invstd_.values()});
+    else if (training_)
         bnorm::forward_training<float>(shape, options,
                                        {.x = input.values(), .y = output_.values(), .weight = weight_.values(),
                                         .bias = bias_.values(), .running_mean = running_mean_.values(),
@@ -92,7 +101,13 @@ const Tensor& BatchNorm::backward(const Tensor& grad_output) {
     const Tensor& input = *input_;
     const bnorm::Shape shape = bnorm_shape(input);
     detail::set_shape(grad_input_, input.shape(), output_.channels_last());
-    if (used_batch_statistics_)
+    if (used_batch_statistics_ && comm_)
+        bnorm::sync_backward<float>(*comm_, sync_, shape,
+                                    {.dy = grad_output.values(), .x = input.values(), .dx = grad_input_.values(),
+                                     .weight = weight_.values(), .save_mean = save_mean_.values(),
+                                     .save_invstd = save_invstd_.values()},
+                                    grad_weight_.values(), grad_bias_.values());
+    else if (used_batch_statistics_)
         bnorm::backward<float>(shape, {.dy = grad_output.values(), .x = input.values(), .dx = grad_input_.values(),
                                        .weight = weight_.values(), .save_mean = save_mean_.values(),
                                        .save_invstd = save_invstd_.values(), .dweight = grad_weight_.values(),
