@@ -22,15 +22,15 @@ import numpy as np
 import torch
 
 
-def load_images(path="/usr/share/datasets/fashion-mnist"):
-    with gzip.open(os.path.join(path, "train-images-idx3-ubyte.gz")) as f:
+def load_images(split="train", path="/usr/share/datasets/fashion-mnist"):
+    with gzip.open(os.path.join(path, split + "-images-idx3-ubyte.gz")) as f:
         x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)
-    with gzip.open(os.path.join(path, "train-labels-idx1-ubyte.gz")) as f:
+    with gzip.open(os.path.join(path, split + "-labels-idx1-ubyte.gz")) as f:
         y = np.frombuffer(f.read(), np.uint8, offset=8)
     return torch.from_numpy(x.astype(np.float32) / 255.0), torch.from_numpy(y.astype(np.int64))
 
 
-def torch_steps_per_second(steps, x, y):
+def torch_mlp():
     torch.manual_seed(1)
     layers = [torch.nn.Flatten()]
     width = 784
@@ -38,7 +38,11 @@ def torch_steps_per_second(steps, x, y):
         layers += [torch.nn.Linear(width, 100, bias=False), torch.nn.BatchNorm1d(100), torch.nn.Sigmoid()]
         width = 100
     layers.append(torch.nn.Linear(100, 10))
-    net = torch.nn.Sequential(*layers)
+    return torch.nn.Sequential(*layers)
+
+
+def torch_steps_per_second(steps, x, y):
+    net = torch_mlp()
     opt = torch.optim.SGD(net.parameters(), lr=0.5)
     loss_fn = torch.nn.CrossEntropyLoss()
     perm = torch.randperm(x.shape[0])
@@ -51,6 +55,35 @@ def torch_steps_per_second(steps, x, y):
         loss.backward()
         opt.step()
     return steps / (time.perf_counter() - start)
+
+
+def torch_inference_ms(x_test, y_test):
+    """Evaluation mode, the 10,000 test images in one batch: logits and the loss, as bnorm eval."""
+    net = torch_mlp().eval()
+    loss_fn = torch.nn.CrossEntropyLoss()
+    with torch.no_grad():
+        loss_fn(net(x_test), y_test)  # warm-up
+        start = time.perf_counter()
+        logits = net(x_test)
+        loss_fn(logits, y_test)
+        (logits.argmax(1) == y_test).sum()
+        return 1000 * (time.perf_counter() - start)
+
+
+def bnorm_inference_ms(bnorm, checkpoint):
+    out = subprocess.run([bnorm, "eval", "--checkpoint", checkpoint, "--threads", "1"], check=True,
+                         capture_output=True, text=True).stdout
+    return float(out.rsplit("test images", 1)[1].split("ms")[0])
+
+
+def bnorm_full_run(bnorm):
+    """A whole default run, `bnorm train --steps 50000` (evaluations every 500 steps included)."""
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        subprocess.run([bnorm, "train", "--steps", "50000", "--out", out], check=True, capture_output=True)
+        wall = time.perf_counter() - start
+        summary = json.load(open(os.path.join(out, "summary.json")))
+        return wall, summary["seconds"], summary["final_test_accuracy"]
 
 
 def bnorm_steps_per_second(bnorm, steps):
@@ -66,6 +99,7 @@ def main():
     parser.add_argument("--bnorm", required=True)
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--full-run", action="store_true", help="also time a whole default 50,000-step run")
     args = parser.parse_args()
     torch.set_num_threads(1)
     x, y = load_images()
@@ -82,7 +116,19 @@ def main():
     print("MLP with BN, batch 60, 1 thread, %d steps, median of %d:" % (args.steps, args.repeats))
     print("  bnorm   %8.0f steps/s  (%.3f ms/step)  runs: %s" % (mb, 1000 / mb, ", ".join("%.0f" % v for v in b)))
     print("  PyTorch %8.0f steps/s  (%.3f ms/step)  runs: %s" % (mt, 1000 / mt, ", ".join("%.0f" % v for v in t)))
-    print("  ratio bnorm/PyTorch: %.2fx; a 50,000-step run: bnorm %.1f s, PyTorch %.1f s" % (mb / mt, 50000 / mb, 50000 / mt))
+    print("  ratio bnorm/PyTorch: %.2fx; 50,000 steps: bnorm %.1f s, PyTorch %.1f s" % (mb / mt, 50000 / mb, 50000 / mt))
+    x_test, y_test = load_images("t10k")
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run([args.bnorm, "train", "--steps", "100", "--out", out], check=True, capture_output=True)
+        bi = [bnorm_inference_ms(args.bnorm, os.path.join(out, "model.safetensors")) for _ in range(max(5, args.repeats))]
+    ti = [torch_inference_ms(x_test, y_test) for _ in range(max(5, args.repeats))]
+    print("Inference, the 10,000 test images, 1 thread, median of %d:" % len(bi))
+    print("  bnorm   %6.1f ms  runs: %s" % (statistics.median(bi), ", ".join("%.1f" % v for v in bi)))
+    print("  PyTorch %6.1f ms  runs: %s" % (statistics.median(ti), ", ".join("%.1f" % v for v in ti)))
+    if args.full_run:
+        wall, train, accuracy = bnorm_full_run(args.bnorm)
+        print("A whole default run, bnorm train --steps 50000: %.1f s wall (%.1f s training, evaluations every "
+              "500 steps on 2 x 10,000 images the rest), test accuracy %.4f" % (wall, train, accuracy))
 
 
 if __name__ == "__main__":
