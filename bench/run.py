@@ -80,6 +80,33 @@ def machine():
     return f"{info.get('Model name', platform.processor())}, {os.cpu_count()} CPUs ({caches})"
 
 
+class ForeignLoad:
+    """CPU time that other processes used while a phase ran, in cores (/proc/stat busy and steal
+    time minus this process's and its children's). On a shared 2-core machine a build on the other
+    core stalls every 2-thread OpenMP barrier: a phase with a high figure has unreliable times."""
+
+    def __init__(self):
+        self.phases = []
+
+    @staticmethod
+    def _sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        busy = (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / os.sysconf("SC_CLK_TCK")
+        t = os.times()
+        return busy, t.user + t.system + t.children_user + t.children_system, time.monotonic()
+
+    def measure(self, name, fn, *a):
+        b0, o0, w0 = self._sample()
+        r = fn(*a)
+        b1, o1, w1 = self._sample()
+        self.phases.append((name, max(0.0, (b1 - b0) - (o1 - o0)) / max(w1 - w0, 1e-9)))
+        return r
+
+    def summary(self):
+        return ", ".join(f"{n} {c:.2f}" for n, c in self.phases)
+
+
 # ---- the C++ binaries --------------------------------------------------------------------------
 def child_env(threads):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), BNORM_NUM_THREADS=str(threads))
@@ -294,19 +321,20 @@ def main():
     lib.bnorm_version.restype = ctypes.c_char_p
     started = datetime.datetime.now(datetime.timezone.utc)
 
+    load = ForeignLoad()
     print("STREAM copy", file=sys.stderr)
-    copy, _ = stream(build, args)
+    copy, _ = load.measure("STREAM", stream, build, args)
     bn, on, ctx = {}, {}, {}
     for t in args.threads:
         print(f"bnorm, {t} thread(s)", file=sys.stderr)
-        r, ctx["bnorm"] = run_gbench(os.path.join(build, "bench", "bench_kernels"), t, args, [])
+        r, ctx["bnorm"] = load.measure(f"bnorm t{t}", run_gbench, os.path.join(build, "bench", "bench_kernels"), t, args, [])
         bn.update(r)
         print(f"oneDNN, {t} thread(s)", file=sys.stderr)
-        r, ctx["onednn"] = run_gbench(os.path.join(build, "bench", "bench_onednn"), t, args, [])
+        r, ctx["onednn"] = load.measure(f"oneDNN t{t}", run_gbench, os.path.join(build, "bench", "bench_onednn"), t, args, [])
         on.update(r)
     print("PyTorch", file=sys.stderr)
     lib.bnorm_set_num_threads(args.threads[0])
-    tr = torch_cases(torch, lib, args, args.threads)
+    tr = load.measure("PyTorch", torch_cases, torch, lib, args, args.threads)
 
     header = ["shape", "layout", "dtype", "thr", "op", "bnorm ms", "GB/s", "% STREAM", "PyTorch ms", "oneDNN ms",
               "x PyTorch", "x oneDNN", "check", "target"]
@@ -365,6 +393,8 @@ def main():
         "x = peer ms / bnorm ms (>1: bnorm faster); check = max|a-b|/(1+max|b|) against bnorm float32 on the same "
         "values (pt PyTorch, dnnl oneDNN, bn bnorm's own bf16/f16).",
         f"Targets met: {met} of {judged} measured rows.",
+        f"CPU used by other processes during each phase, in cores (above ~0.1: that phase's times, 2-thread "
+        f"ones most, are disturbed): {load.summary()}.",
     ]
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
     line = lambda cells: "  ".join(c.ljust(w) if i < 5 or i >= 12 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
