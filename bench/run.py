@@ -40,7 +40,9 @@ QUICK_SHAPES = [(64, 256, 14, 14), (60, 100, 1, 1)]
 OPS = ["fwd-train", "backward", "fwd-infer", "bwd-infer"]
 ELEMENT_SIZE = {"f32": 4, "bf16": 2, "f16": 2}
 BNORM_DTYPE = {"f32": 0, "bf16": 2, "f16": 3}
-TOLERANCE = {"f32": 1e-4, "bf16": 3e-2, "f16": 5e-3}  # on the scaled difference
+# On the scaled difference. float32: PyTorch and oneDNN accumulate NHWC statistics in float and
+# differ from the float64 result by up to ~1e-4 on 401k values per channel (bnorm: ~1e-7).
+TOLERANCE = {"f32": 5e-4, "bf16": 3e-2, "f16": 5e-3}
 EPS, MOMENTUM = 1e-5, 0.1
 
 
