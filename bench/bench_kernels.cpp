@@ -35,18 +35,9 @@ int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     const Filters f = parse_filters(argc, argv);
     bnorm_set_num_threads(f.threads);
-    for (const Shape& s : shapes()) {
-        if (!f.wants(s)) continue;
-        for (Layout l : layouts_of(s))
-            for (DType d : dtypes()) {
-                if (!f.wants(d)) continue;
-                for (Op o : ops())
-                    benchmark::RegisterBenchmark(case_name("bnorm", s, l, d, o, f.threads).c_str(),
-                                                 [=](benchmark::State& st) { run_case(st, s, l, d, o); })
-                        ->Unit(benchmark::kMillisecond)
-                        ->UseRealTime();
-            }
-    }
+    for_each_case(f, [&](Shape s, Layout l, DType d, Op o) {
+        register_case(case_name("bnorm", s, l, d, o, f.threads), [=](benchmark::State& st) { run_case(st, s, l, d, o); });
+    });
     benchmark::AddCustomContext("bnorm_version", bnorm_version());
     benchmark::AddCustomContext("bnorm_threads", std::to_string(f.threads));
     benchmark::RunSpecifiedBenchmarks();

@@ -208,21 +208,12 @@ int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     const Filters f = parse_filters(argc, argv);
     omp_set_num_threads(f.threads);
-    for (const Shape& s : shapes()) {
-        if (!f.wants(s)) continue;
-        for (Layout l : layouts_of(s))
-            for (DType d : dtypes()) {
-                if (!f.wants(d)) continue;
-                for (Op o : ops())
-                    for (Variant v : {Variant::plain, Variant::blocked_reorder, Variant::blocked}) {
-                        if (v != Variant::plain && l != Layout::nchw) continue;
-                        benchmark::RegisterBenchmark(case_name(variant_name(v), s, l, d, o, f.threads).c_str(),
-                                                     [=](benchmark::State& st) { run_case(st, s, l, d, o, v, f.check); })
-                            ->Unit(benchmark::kMillisecond)
-                            ->UseRealTime();
-                    }
-            }
-    }
+    for_each_case(f, [&](Shape s, Layout l, DType d, Op o) {
+        for (Variant v : {Variant::plain, Variant::blocked_reorder, Variant::blocked})
+            if (v == Variant::plain || l == Layout::nchw)
+                register_case(case_name(variant_name(v), s, l, d, o, f.threads),
+                              [=](benchmark::State& st) { run_case(st, s, l, d, o, v, f.check); });
+    });
     const dnnl_version_t* ver = dnnl_version();
     benchmark::AddCustomContext("onednn_version", std::to_string(ver->major) + "." + std::to_string(ver->minor) + "." +
                                                       std::to_string(ver->patch) +

@@ -247,4 +247,22 @@ inline Filters parse_filters(int argc, char** argv) {
     return f;
 }
 
+// Calls fn(shape, layout, dtype, op) for every case that the filters keep.
+template <class Fn>
+void for_each_case(const Filters& f, Fn fn) {
+    for (const Shape& s : shapes()) {
+        if (!f.wants(s)) continue;
+        for (Layout l : layouts_of(s))
+            for (DType d : dtypes())
+                if (f.wants(d))
+                    for (Op o : ops()) fn(s, l, d, o);
+    }
+}
+
+// One Google Benchmark per case, in milliseconds of real time (the kernels are multithreaded).
+template <class Fn>
+void register_case(const std::string& name, Fn fn) {
+    benchmark::RegisterBenchmark(name.c_str(), fn)->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
 }  // namespace bench

@@ -87,9 +87,6 @@ class ForeignLoad:
     time minus this process's and its children's). On a shared 2-core machine a build on the other
     core stalls every 2-thread OpenMP barrier: a phase with a high figure has unreliable times."""
 
-    def __init__(self):
-        self.phases = []
-
     @staticmethod
     def _sample():
         with open("/proc/stat") as f:
@@ -98,12 +95,33 @@ class ForeignLoad:
         t = os.times()
         return busy, t.user + t.system + t.children_user + t.children_system, time.monotonic()
 
+    def __init__(self, wait_quiet=0.0):
+        self.phases, self.wait_quiet, self.waited = [], wait_quiet, 0.0
+
+    def _wait(self):
+        """Waits, up to wait_quiet seconds, for a second in which other processes use < 0.2 cores."""
+        deadline = time.monotonic() + self.wait_quiet
+        while time.monotonic() < deadline:
+            b0, o0, w0 = self._sample()
+            time.sleep(1.0)
+            b1, o1, w1 = self._sample()
+            if max(0.0, (b1 - b0) - (o1 - o0)) / (w1 - w0) < 0.2:
+                break
+            self.waited += w1 - w0
+
     def measure(self, name, fn, *a):
+        self._wait()
         b0, o0, w0 = self._sample()
         r = fn(*a)
         b1, o1, w1 = self._sample()
         self.phases.append((name, max(0.0, (b1 - b0) - (o1 - o0)) / max(w1 - w0, 1e-9)))
         return r
+
+    def disturbed(self, names, threads):
+        """True when the phases named would have needed more cores than were free: this run's threads
+        plus the other processes' load above the machine's cores (with a quarter core of slack)."""
+        load = max((c for n, c in self.phases if n in names), default=0.0)
+        return threads + load > (os.cpu_count() or 1) + 0.25
 
     def summary(self):
         return ", ".join(f"{n} {c:.2f}" for n, c in self.phases)
@@ -293,6 +311,9 @@ def main():
     ap.add_argument("--dtypes", default="f32,bf16,f16")
     ap.add_argument("--repeats", type=int)
     ap.add_argument("--min-time", type=float, help="seconds per repetition (default 0.05)")
+    ap.add_argument("--wait-quiet", type=float,
+                    help="before each phase, wait up to this many seconds for the other processes to go quiet "
+                         "(default 30, --smoke 0)")
     ap.add_argument("--no-tcmalloc", action="store_true", help="keep glibc malloc for PyTorch")
     args = ap.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
@@ -301,6 +322,8 @@ def main():
         sys.exit("--dtypes: f32, bf16, f16")
     if args.repeats is None:
         args.repeats = 1 if args.smoke else 3 if args.quick else 7
+    if args.wait_quiet is None:
+        args.wait_quiet = 0.0 if args.smoke else 30.0
     if args.min_time is None:
         args.min_time = 0.001 if args.smoke else 0.05
 
@@ -323,7 +346,7 @@ def main():
     lib.bnorm_version.restype = ctypes.c_char_p
     started = datetime.datetime.now(datetime.timezone.utc)
 
-    load = ForeignLoad()
+    load = ForeignLoad(args.wait_quiet)
     print("STREAM copy", file=sys.stderr)
     copy, _ = load.measure("STREAM", stream, build, args)
     bn, on, ctx = {}, {}, {}
@@ -340,7 +363,7 @@ def main():
 
     header = ["shape", "layout", "dtype", "thr", "op", "bnorm ms", "GB/s", "% STREAM", "PyTorch ms", "oneDNN ms",
               "x PyTorch", "x oneDNN", "check", "target"]
-    rows, met, judged = [], 0, 0
+    rows, met, judged, disturbed = [], 0, 0, 0
     for t in args.threads:
         for s in selected_shapes(args):
             for layout in layouts_of(s):
@@ -372,6 +395,9 @@ def main():
                             ok, text = target(op, layout, layout == "nc", pct, best)
                             if failed:
                                 ok, text = False, "NO (check failed)"
+                            if load.disturbed((f"bnorm t{t}", f"oneDNN t{t}", "PyTorch"), t):
+                                text += " (disturbed)"
+                                disturbed += 1
                             judged += 1
                             met += ok
                             cells = [fmt_ms(ms), f"{gbps:.1f}", f"{pct:.0f}%"]
@@ -395,8 +421,10 @@ def main():
         "x = peer ms / bnorm ms (>1: bnorm faster); check = max|a-b|/(1+max|b|) against bnorm float32 on the same "
         "values (pt PyTorch, dnnl oneDNN, bn bnorm's own bf16/f16).",
         f"Targets met: {met} of {judged} measured rows.",
-        f"CPU used by other processes during each phase, in cores (above ~0.1: that phase's times, 2-thread "
-        f"ones most, are disturbed): {load.summary()}.",
+        f"CPU used by other processes during each phase, in cores: {load.summary()} "
+        f"(waited {load.waited:.0f} s for quiet). "
+        f"{disturbed} rows are marked (disturbed): their phases needed more cores than were free "
+        "(threads + that load > cores), so their times, and the 2-thread ones most, are not reliable.",
     ]
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
     line = lambda cells: "  ".join(c.ljust(w) if i < 5 or i >= 12 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
