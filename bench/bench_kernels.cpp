@@ -32,15 +32,11 @@ void run_case(benchmark::State& st, Shape s, Layout l, DType d, Op o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    benchmark::Initialize(&argc, argv);
-    const Filters f = parse_filters(argc, argv);
-    bnorm_set_num_threads(f.threads);
-    for_each_case(f, [&](Shape s, Layout l, DType d, Op o) {
-        register_case(case_name("bnorm", s, l, d, o, f.threads), [=](benchmark::State& st) { run_case(st, s, l, d, o); });
+    return bench_main(argc, argv, [](const Filters& f) {
+        bnorm_set_num_threads(f.threads);
+        for_each_case(f, [&](Shape s, Layout l, DType d, Op o) {
+            register_case(case_name("bnorm", s, l, d, o, f.threads), [=](benchmark::State& st) { run_case(st, s, l, d, o); });
+        });
+        benchmark::AddCustomContext("bnorm_version", bnorm_version());
     });
-    benchmark::AddCustomContext("bnorm_version", bnorm_version());
-    benchmark::AddCustomContext("bnorm_threads", std::to_string(f.threads));
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    return 0;
 }

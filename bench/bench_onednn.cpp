@@ -205,21 +205,17 @@ void run_case(benchmark::State& st, Shape s, Layout l, DType d, Op o, Variant v,
 }  // namespace
 
 int main(int argc, char** argv) {
-    benchmark::Initialize(&argc, argv);
-    const Filters f = parse_filters(argc, argv);
-    omp_set_num_threads(f.threads);
-    for_each_case(f, [&](Shape s, Layout l, DType d, Op o) {
-        for (Variant v : {Variant::plain, Variant::blocked_reorder, Variant::blocked})
-            if (v == Variant::plain || l == Layout::nchw)
-                register_case(case_name(variant_name(v), s, l, d, o, f.threads),
-                              [=](benchmark::State& st) { run_case(st, s, l, d, o, v, f.check); });
+    return bench_main(argc, argv, [](const Filters& f) {
+        omp_set_num_threads(f.threads);
+        for_each_case(f, [&](Shape s, Layout l, DType d, Op o) {
+            for (Variant v : {Variant::plain, Variant::blocked_reorder, Variant::blocked})
+                if (v == Variant::plain || l == Layout::nchw)
+                    register_case(case_name(variant_name(v), s, l, d, o, f.threads),
+                                  [=](benchmark::State& st) { run_case(st, s, l, d, o, v, f.check); });
+        });
+        const dnnl_version_t* ver = dnnl_version();
+        benchmark::AddCustomContext("onednn_version", std::to_string(ver->major) + "." + std::to_string(ver->minor) +
+                                                          "." + std::to_string(ver->patch) +
+                                                          (ver->cpu_runtime == DNNL_RUNTIME_OMP ? " (OpenMP)" : ""));
     });
-    const dnnl_version_t* ver = dnnl_version();
-    benchmark::AddCustomContext("onednn_version", std::to_string(ver->major) + "." + std::to_string(ver->minor) + "." +
-                                                      std::to_string(ver->patch) +
-                                                      (ver->cpu_runtime == DNNL_RUNTIME_OMP ? " (OpenMP)" : ""));
-    benchmark::AddCustomContext("onednn_threads", std::to_string(f.threads));
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    return 0;
 }

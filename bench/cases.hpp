@@ -265,4 +265,17 @@ void register_case(const std::string& name, Fn fn) {
     benchmark::RegisterBenchmark(name.c_str(), fn)->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
+// The main of both binaries: Google Benchmark's flags, then ours; setup(filters) sets the thread
+// count, registers the cases and adds its context; then every case runs.
+template <class Setup>
+int bench_main(int argc, char** argv, Setup setup) {
+    benchmark::Initialize(&argc, argv);
+    const Filters f = parse_filters(argc, argv);
+    setup(f);
+    benchmark::AddCustomContext("threads", std::to_string(f.threads));
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
+
 }  // namespace bench
