@@ -438,7 +438,7 @@ def main():
         print(line(r))
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write("\n".join(notes) + "\n\n")
+            f.write("".join(f"- {n}\n" for n in notes) + "\n")
             f.write("| " + " | ".join(header) + " |\n")
             f.write("| " + " | ".join("---" if i < 5 or i >= 12 else "---:" for i in range(len(header))) + " |\n")
             for r in rows:
