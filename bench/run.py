@@ -313,7 +313,7 @@ def main():
     ap.add_argument("--min-time", type=float, help="seconds per repetition (default 0.05)")
     ap.add_argument("--wait-quiet", type=float,
                     help="before each phase, wait up to this many seconds for the other processes to go quiet "
-                         "(default 30, --smoke 0)")
+                         "(default 30, --quick 5, --smoke 0)")
     ap.add_argument("--no-tcmalloc", action="store_true", help="keep glibc malloc for PyTorch")
     args = ap.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
@@ -323,7 +323,7 @@ def main():
     if args.repeats is None:
         args.repeats = 1 if args.smoke else 3 if args.quick else 7
     if args.wait_quiet is None:
-        args.wait_quiet = 0.0 if args.smoke else 30.0
+        args.wait_quiet = 0.0 if args.smoke else 5.0 if args.quick else 30.0
     if args.min_time is None:
         args.min_time = 0.001 if args.smoke else 0.05
 
