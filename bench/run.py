@@ -252,7 +252,8 @@ def torch_cases(torch, lib, args, threads_list):
                         first = fn()  # the check, on the first call
                     except RuntimeError as e:
                         for t in threads_list:
-                            res[(s, layout, dtype, op, t)] = {"error": "unsupported: " + str(e).splitlines()[0]}
+                            res[(s, layout, dtype, op, t)] = {"error": "unsupported: " + str(e).splitlines()[0],
+                                                              "bnorm_check": bn_check}
                         continue
                     outs = [first[0]] if op.startswith("fwd") else list(first)
                     check = scaled_diff(outs, ref)
