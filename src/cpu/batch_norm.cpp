@@ -20,8 +20,9 @@
 //
 // Accuracy: statistics accumulate in double. A chunk's moments are sums of d = x - x0 and d^2 with
 // x0 the chunk's first value; since x0 is one of the chunk's values, (mean - x0)^2 <= M2, so the
-// cancellation in M2 = sum d^2 - (sum d)^2/n costs at most a factor n (<= 8192) of double's
-// precision: large offsets (1e6 + noise) keep their variance. 16-bit data are widened to float32
+// cancellation in M2 = sum d^2 - (sum d)^2/n costs at most a factor n (the chunk's count: 8192,
+// or m/64 for large channels-last problems) of double's precision: large offsets (1e6 + noise)
+// keep their variance. 16-bit data are widened to float32
 // on load and rounded to nearest-even on store; parameters and statistics stay float32.
 
 #undef HWY_TARGET_INCLUDE
@@ -51,6 +52,9 @@ namespace bnorm::detail::cpu {
 // Values per statistics chunk: the factor that bounds the cancellation (see the top), and the
 // unit of parallel work. 8192 float32 = 32 KiB, in L1/L2 between the two uses of a chunk.
 constexpr int64_t kChunkElements = 8192;
+// Interleaved problems have at most this many chunks (more rows per chunk instead): enough for
+// the threads, and few enough that merging the chunks' per-channel moments stays cheap.
+constexpr int64_t kMaxInterleavedChunks = 64;
 // Outputs above this size are streamed to memory (they would not stay in the L2 caches anyway).
 constexpr int64_t kStreamBytes = int64_t{4} << 20;
 
@@ -66,7 +70,9 @@ struct Plan {
 
     explicit Plan(const Geometry& geometry) : g(geometry), interleaved(geometry.interleaved()) {
         const int64_t m = g.per_channel();
-        chunk_len = interleaved ? std::max<int64_t>(16, kChunkElements / g.c) : kChunkElements;
+        chunk_len = interleaved ? std::max({int64_t{16}, kChunkElements / g.c,
+                                            (m + kMaxInterleavedChunks - 1) / kMaxInterleavedChunks})
+                                : kChunkElements;
         chunk_len = std::min(chunk_len, m);
         chunks = (m + chunk_len - 1) / chunk_len;
     }
@@ -82,6 +88,18 @@ void for_each_run(const Geometry& g, int64_t c, int64_t i0, int64_t i1, Run&& ru
         const int64_t length = std::min(g.spatial - position, i1 - i);
         run((sample * g.c + c) * g.spatial + position, length);
         i += length;
+    }
+}
+
+// The same runs, last first: a second pass over a channel that starts where the first ended
+// finds its most recently read part still in the cache.
+template <class Run>
+void for_each_run_reverse(const Geometry& g, int64_t c, int64_t i0, int64_t i1, Run&& run) {
+    for (int64_t e = i1; e > i0;) {
+        const int64_t sample = (e - 1) / g.spatial;
+        const int64_t start = std::max(i0, sample * g.spatial);
+        run((sample * g.c + c) * g.spatial + (start - sample * g.spatial), e - start);
+        e = start;
     }
 }
 
@@ -123,6 +141,7 @@ HWY_BEFORE_NAMESPACE();
 namespace bnorm::detail::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 using cpu::for_each_run;
+using cpu::for_each_run_reverse;
 using cpu::Moments;
 using cpu::Plan;
 
@@ -378,6 +397,14 @@ void interleaved_sums(const S* x, const S* dy, int64_t C, int64_t r0, int64_t r1
     int64_t c0 = 0;
     for (; c0 + 4 * lanes <= C; c0 += 4 * lanes)
         interleaved_block<4, kGradients>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b);
+    // The rest of a row in one block where it fits, so that each row is read once.
+    if (c0 + 3 * lanes <= C) {
+        interleaved_block<3, kGradients>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b);
+        c0 += 3 * lanes;
+    } else if (c0 + 2 * lanes <= C) {
+        interleaved_block<2, kGradients>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b);
+        c0 += 2 * lanes;
+    }
     for (; c0 + lanes <= C; c0 += lanes)
         interleaved_block<1, kGradients>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b);
     for (; c0 < C; ++c0) {
@@ -464,11 +491,18 @@ void planar_channel_gradients(const Plan& p, const S* dy, const S* x, int64_t c,
     }
 }
 
+// Runs of channel c's plane positions [i0, i1), in order or (reverse) last first.
+template <class Run>
+void runs(const Plan& p, int64_t c, int64_t i0, int64_t i1, bool reverse, Run&& run) {
+    if (reverse) for_each_run_reverse(p.g, c, i0, i1, run);
+    else for_each_run(p.g, c, i0, i1, run);
+}
+
 // out = (x - center)*scale + shift over channel c's plane positions [i0, i1).
 template <class S>
 void planar_affine(const Plan& p, const S* x, S* out, int64_t c, int64_t i0, int64_t i1, Compute<S> center,
-                   Compute<S> scale, Compute<S> shift, bool stream) {
-    for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) {
+                   Compute<S> scale, Compute<S> shift, bool stream, bool reverse = false) {
+    runs(p, c, i0, i1, reverse, [&](int64_t offset, int64_t length) {
         map_run(x + offset, out + offset, length, stream, [&](auto d, auto v, int64_t) {
             return hn::MulAdd(hn::Sub(v, hn::Set(d, center)), hn::Set(d, scale), hn::Set(d, shift));
         });
@@ -479,8 +513,8 @@ void planar_affine(const Plan& p, const S* x, S* out, int64_t c, int64_t i0, int
 template <class S>
 void planar_backward_elementwise(const Plan& p, const S* dy, const S* x, S* dx, int64_t c, int64_t i0, int64_t i1,
                                  Compute<S> center, Compute<S> scale, Compute<S> slope, Compute<S> shift,
-                                 bool stream) {
-    for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) {
+                                 bool stream, bool reverse = false) {
+    runs(p, c, i0, i1, reverse, [&](int64_t offset, int64_t length) {
         const S* xs = x + offset;
         map_run(dy + offset, dx + offset, length, stream, [&](auto d, auto g, int64_t j) {
             const auto centered = hn::Sub(load(d, xs + j), hn::Set(d, center));
@@ -536,16 +570,35 @@ void interleaved_moments(const Plan& p, const S* x, const Scratch<S>& w) {
         interleaved_sums<false>(x, static_cast<const S*>(nullptr), C, p.begin(k), p.end(k), nullptr, w.chunk_s + k * C,
                                 w.chunk_a + k * C, w.chunk_b + k * C);
     });
-    for (int64_t c = 0; c < C; ++c) {
-        const double n0 = static_cast<double>(p.end(0) - p.begin(0));
-        Moments total = cpu::from_shifted(n0, w.chunk_s[c], w.chunk_a[c], w.chunk_b[c]);
-        for (int64_t k = 1; k < p.chunks; ++k) {
-            const int64_t i = k * C + c;
-            cpu::merge(total, cpu::from_shifted(static_cast<double>(p.end(k) - p.begin(k)), w.chunk_s[i],
-                                                w.chunk_a[i], w.chunk_b[i]));
+    // Chan merges in chunk order, channel by channel within a chunk (a loop the compiler
+    // vectorizes: the count-dependent factors are the same for every channel of a chunk).
+    double* mean = w.center;
+    double* m2 = w.chunk_b;  // chunk 0's slots become the totals
+    {
+        const double n = static_cast<double>(p.end(0) - p.begin(0)), inv = 1.0 / n;
+        for (int64_t c = 0; c < C; ++c) {
+            const double s1 = w.chunk_a[c], s2 = w.chunk_b[c];
+            mean[c] = w.chunk_s[c] + s1 * inv;
+            const double v = s2 - s1 * s1 * inv;
+            m2[c] = v > 0 ? v : 0;
         }
-        w.center[c] = total.mean;
-        w.chunk_b[c] = total.m2;
+    }
+    double count = static_cast<double>(p.end(0) - p.begin(0));
+    for (int64_t k = 1; k < p.chunks; ++k) {
+        const double nb = static_cast<double>(p.end(k) - p.begin(k)), inv = 1.0 / nb, total = count + nb;
+        const double weight_b = nb / total, cross = count * nb / total;
+        const double* s1s = w.chunk_a + k * C;
+        const double* s2s = w.chunk_b + k * C;
+        const double* shifts = w.chunk_s + k * C;
+        for (int64_t c = 0; c < C; ++c) {
+            const double s1 = s1s[c];
+            const double mean_b = shifts[c] + s1 * inv;
+            const double v = s2s[c] - s1 * s1 * inv;
+            const double delta = mean_b - mean[c];
+            mean[c] += delta * weight_b;
+            m2[c] += (v > 0 ? v : 0) + delta * delta * cross;
+        }
+        count = total;
     }
 }
 
@@ -592,7 +645,7 @@ void forward_training(const ForwardTrainingArgs<S>& a) {
         parallel_for(C, a.g.numel(), [&](int64_t c) {
             const Moments mo = planar_channel_moments(p, a.x, c);
             finish_statistics(a, c, mo.mean, mo.m2, center[c], scale[c], shift[c]);
-            planar_affine(p, a.x, a.y, c, 0, a.g.per_channel(), center[c], scale[c], shift[c], stream);
+            planar_affine(p, a.x, a.y, c, 0, a.g.per_channel(), center[c], scale[c], shift[c], stream, true);
         });
     } else {
         // Fewer channels than threads: the chunks of every channel in parallel, the same merges.
@@ -707,7 +760,7 @@ void backward(const BackwardArgs<S>& a) {
             planar_channel_gradients(p, a.dy, a.x, c, w.center[c], sum_dy, sum_dy_centered);
             backward_coefficients(a, c, sum_dy, sum_dy_centered, center, scale, slope, shift);
             planar_backward_elementwise(p, a.dy, a.x, a.dx, c, 0, a.g.per_channel(), center[c], scale[c], slope[c],
-                                        shift[c], stream);
+                                        shift[c], stream, true);
         });
     } else {
         parallel_for(C * p.chunks, 2 * a.g.numel(), [&](int64_t t) {
@@ -748,32 +801,72 @@ void backward_inference(const BackwardInferenceArgs<S>& a) {
         zero[c] = CT(0);
     }
     const bool sums = a.dweight || a.dbias;
-    // The sums read dx's inputs, so they run before dx is written (dx may alias dy or x).
-    if (sums) {
+    if (!sums) {
+        // dx = dy*scale: the affine pass applied to dy with center 0 and shift 0.
         if (p.interleaved) {
-            interleaved_gradients(p, a.dy, a.x, w);
+            parallel_for(p.chunks, a.g.numel(), [&](int64_t k) {
+                interleaved_elementwise<false>(a.dy, static_cast<const S*>(nullptr), a.dx, C, p.begin(k), p.end(k),
+                                               zero, scale, static_cast<const CT*>(nullptr), zero, stream);
+            });
         } else {
-            parallel_for(C, 2 * a.g.numel(), [&](int64_t c) {
-                planar_channel_gradients(p, a.dy, a.x, c, w.center[c], w.chunk_a[c], w.chunk_b[c]);
+            parallel_for(C * p.chunks, a.g.numel(), [&](int64_t t) {
+                const int64_t c = t / p.chunks, k = t % p.chunks;
+                planar_affine(p, a.dy, a.dx, c, p.begin(k), p.end(k), CT(0), scale[c], CT(0), stream);
             });
         }
-        for (int64_t c = 0; c < C; ++c) {
-            const double invstd = 1.0 / std::sqrt(static_cast<double>(a.running_var[c]) + a.eps);
-            if (a.dweight) a.dweight[c] = static_cast<P>(w.chunk_b[c] * invstd);
-            if (a.dbias) a.dbias[c] = static_cast<P>(w.chunk_a[c]);
-        }
+        if (stream) hwy::FlushStream();
+        return;
     }
-    // dx = dy*scale: the affine pass applied to dy with center 0 and shift 0.
+    // With dweight/dbias: one pass. Blocks small enough for L1 are first summed (reading dy and x)
+    // and then scaled into dx (reading dy again, from L1), so every element is read before dx,
+    // which may alias dy or x, is written; the memory sees one read of dy and x and one write.
+    constexpr int64_t kBlock = 4096;
     if (p.interleaved) {
-        parallel_for(p.chunks, a.g.numel(), [&](int64_t k) {
-            interleaved_elementwise<false>(a.dy, static_cast<const S*>(nullptr), a.dx, C, p.begin(k), p.end(k), zero,
-                                           scale, static_cast<const CT*>(nullptr), zero, stream);
+        const int64_t block_rows = std::max<int64_t>(1, kBlock / C);
+        parallel_for(p.chunks, 2 * a.g.numel(), [&](int64_t k) {
+            thread_local std::vector<double> partial;
+            if (partial.size() < static_cast<size_t>(2 * C)) partial.resize(static_cast<size_t>(2 * C));
+            double* sum_a = w.chunk_a + k * C;
+            double* sum_b = w.chunk_b + k * C;
+            for (int64_t r0 = p.begin(k); r0 < p.end(k); r0 += block_rows) {
+                const int64_t r1 = std::min(p.end(k), r0 + block_rows);
+                double* a_block = r0 == p.begin(k) ? sum_a : partial.data();
+                double* b_block = r0 == p.begin(k) ? sum_b : partial.data() + C;
+                interleaved_sums<true>(a.x, a.dy, C, r0, r1, w.center, nullptr, a_block, b_block);
+                if (r0 != p.begin(k))
+                    for (int64_t c = 0; c < C; ++c) {
+                        sum_a[c] += a_block[c];
+                        sum_b[c] += b_block[c];
+                    }
+                interleaved_elementwise<false>(a.dy, static_cast<const S*>(nullptr), a.dx, C, r0, r1, zero, scale,
+                                               static_cast<const CT*>(nullptr), zero, stream);
+            }
         });
+        for (int64_t k = 1; k < p.chunks; ++k)
+            for (int64_t c = 0; c < C; ++c) {
+                w.chunk_a[c] += w.chunk_a[k * C + c];
+                w.chunk_b[c] += w.chunk_b[k * C + c];
+            }
     } else {
-        parallel_for(C * p.chunks, a.g.numel(), [&](int64_t t) {
-            const int64_t c = t / p.chunks, k = t % p.chunks;
-            planar_affine(p, a.dy, a.dx, c, p.begin(k), p.end(k), CT(0), scale[c], CT(0), stream);
+        parallel_for(C, 2 * a.g.numel(), [&](int64_t c) {
+            PairSums<S> channel;
+            const double center = w.center[c];
+            for_each_run(p.g, c, 0, a.g.per_channel(), [&](int64_t offset, int64_t length) {
+                for (int64_t b = 0; b < length; b += kBlock) {  // kBlock is a multiple of every vector width
+                    const int64_t n = std::min(kBlock, length - b);
+                    channel.add_gradients(a.dy + offset + b, a.x + offset + b, n, center);
+                    map_run(a.dy + offset + b, a.dx + offset + b, n, stream,
+                            [&](auto d, auto v, int64_t) { return hn::Mul(v, hn::Set(d, scale[c])); });
+                }
+            });
+            w.chunk_a[c] = channel.total_a();
+            w.chunk_b[c] = channel.total_b();
         });
+    }
+    for (int64_t c = 0; c < C; ++c) {
+        const double invstd = 1.0 / std::sqrt(static_cast<double>(a.running_var[c]) + a.eps);
+        if (a.dweight) a.dweight[c] = static_cast<P>(w.chunk_b[c] * invstd);
+        if (a.dbias) a.dbias[c] = static_cast<P>(w.chunk_a[c]);
     }
     if (stream) hwy::FlushStream();
 }
