@@ -442,6 +442,13 @@ std::string render_html(const Report& report) {
             html << "<tr><th>" << html_escape(row[0]) << "</th><td>" << html_escape(row[1]) << "</td></tr>\n";
         html << "</tbody></table></div>\n";
     }
+    Table claims{.caption = "", .header = {"claim", "experiment", "what this run measured"}, .rows = {}};
+    for (const Section& section : report.sections)
+        for (const Claim& c : section.claims) claims.rows.push_back({c.claim, section.heading, c.measured});
+    if (!claims.rows.empty()) {
+        html << "<h2>The claims, and what was measured</h2>\n";
+        write_table(html, claims);
+    }
     if (!report.command.empty()) html << "<h2>Command</h2>\n<pre>" << html_escape(report.command) << "</pre>\n";
     if (!report.settings.empty()) {
         Table settings{.caption = "", .header = {"setting", "value"}, .rows = {}};

@@ -47,9 +47,16 @@ struct Table {
     std::vector<std::vector<std::string>> rows{};
 };
 
+// A claim of batch normalization beside what this run measured of it; the report opens with the
+// claims of all its sections in one table.
+struct Claim {
+    std::string claim{}, measured{};
+};
+
 // Drawn in this order: heading, paragraphs, figures, tables.
 struct Section {
     std::string heading{};
+    std::vector<Claim> claims{};
     std::vector<std::string> paragraphs{};
     std::vector<Figure> figures{};
     std::vector<Table> tables{};

@@ -226,14 +226,17 @@ HWY_INLINE void store(D d, hn::Vec<D> v, float16* p, bool stream) {
 
 // ---- elementwise: out = f(x) per element over a run, vectors plus one-lane vectors for the ends --
 // The one-lane vectors use the same operations, so an element's result does not depend on where
-// it falls. With `stream`, a head of one-lane stores reaches the output's vector alignment first.
+// it falls. With `stream` (and a run long enough to pay for it), a head of one-lane stores reaches
+// the output's vector alignment first. When `overlap` (out aliases none of f's inputs), a ragged
+// end is done as one more whole vector ending at the run's end, recomputing a few elements.
 template <class S, class F>
-HWY_INLINE void map_run(const S* x, S* out, int64_t length, bool stream, F&& f) {
+HWY_INLINE void map_run(const S* x, S* out, int64_t length, bool stream, bool overlap, F&& f) {
     using C = Compute<S>;
     const hn::ScalableTag<C> d;
     const hn::CappedTag<C, 1> d1;
     const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
     int64_t j = 0;
+    stream = stream && length * static_cast<int64_t>(sizeof(S)) >= 4096;
     if (stream) {
         const uintptr_t bytes = static_cast<uintptr_t>(lanes) * sizeof(S);
         while (j < length && reinterpret_cast<uintptr_t>(out + j) % bytes != 0) {
@@ -242,6 +245,11 @@ HWY_INLINE void map_run(const S* x, S* out, int64_t length, bool stream, F&& f) 
         }
     }
     for (; j + lanes <= length; j += lanes) store(d, f(d, load(d, x + j), j), out + j, stream);
+    if (j < length && overlap && length >= lanes) {
+        const int64_t last = length - lanes;
+        store(d, f(d, load(d, x + last), last), out + last, false);
+        return;
+    }
     for (; j < length; ++j) store(d1, f(d1, load(d1, x + j), j), out + j, false);
 }
 
@@ -503,7 +511,7 @@ template <class S>
 void planar_affine(const Plan& p, const S* x, S* out, int64_t c, int64_t i0, int64_t i1, Compute<S> center,
                    Compute<S> scale, Compute<S> shift, bool stream, bool reverse = false) {
     runs(p, c, i0, i1, reverse, [&](int64_t offset, int64_t length) {
-        map_run(x + offset, out + offset, length, stream, [&](auto d, auto v, int64_t) {
+        map_run(x + offset, out + offset, length, stream, x != out, [&](auto d, auto v, int64_t) {
             return hn::MulAdd(hn::Sub(v, hn::Set(d, center)), hn::Set(d, scale), hn::Set(d, shift));
         });
     });
@@ -516,7 +524,7 @@ void planar_backward_elementwise(const Plan& p, const S* dy, const S* x, S* dx, 
                                  bool stream, bool reverse = false) {
     runs(p, c, i0, i1, reverse, [&](int64_t offset, int64_t length) {
         const S* xs = x + offset;
-        map_run(dy + offset, dx + offset, length, stream, [&](auto d, auto g, int64_t j) {
+        map_run(dy + offset, dx + offset, length, stream, dx != dy && dx != x, [&](auto d, auto g, int64_t j) {
             const auto centered = hn::Sub(load(d, xs + j), hn::Set(d, center));
             return hn::MulAdd(g, hn::Set(d, scale), hn::MulAdd(centered, hn::Set(d, slope), hn::Set(d, shift)));
         });
@@ -855,7 +863,7 @@ void backward_inference(const BackwardInferenceArgs<S>& a) {
                 for (int64_t b = 0; b < length; b += kBlock) {  // kBlock is a multiple of every vector width
                     const int64_t n = std::min(kBlock, length - b);
                     channel.add_gradients(a.dy + offset + b, a.x + offset + b, n, center);
-                    map_run(a.dy + offset + b, a.dx + offset + b, n, stream,
+                    map_run(a.dy + offset + b, a.dx + offset + b, n, stream, a.dx != a.dy,
                             [&](auto d, auto v, int64_t) { return hn::Mul(v, hn::Set(d, scale[c])); });
                 }
             });

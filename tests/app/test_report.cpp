@@ -295,6 +295,22 @@ TEST(RenderHtml, escapes_markup_in_every_text) {
     EXPECT_NE(html.find("&quot;done&quot;"), std::string::npos);
 }
 
+TEST(RenderHtml, opens_with_every_sections_claims_beside_what_was_measured_escaped) {
+    Report report{.title = "claims"};
+    report.sections.push_back({.heading = "first", .claims = {{"faster <training>", "14,333 vs 18,333 steps"}}});
+    report.sections.push_back({.heading = "second", .claims = {{"higher rates", "x5: BN 87.7%, no BN stalls"},
+                                                                {"smoother", "0.38 vs 0.49"}}});
+    report.sections.push_back({.heading = "no claims here"});
+    const std::string html = bnorm::app::render_html(report);
+    const size_t table = html.find("The claims, and what was measured");
+    ASSERT_NE(table, std::string::npos);
+    EXPECT_LT(table, html.find("<h2>first</h2>"));  // before the sections
+    for (const char* text : {"faster &lt;training&gt;", "14,333 vs 18,333 steps", "x5: BN 87.7%, no BN stalls", "0.38 vs 0.49"})
+        EXPECT_NE(html.find(text), std::string::npos) << text;
+    EXPECT_EQ(count(html, "<td>second</td>"), 2u);  // the experiment of each claim
+    EXPECT_EQ(bnorm::app::render_html(Report{.title = "none"}).find("The claims"), std::string::npos);
+}
+
 TEST(RenderHtml, contains_command_settings_date_machine_and_raw_file_links) {
     Report report{.title = "BN on MNIST",
                   .command = "bnorm train --model mlp --bn on --seeds 3",
