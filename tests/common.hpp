@@ -24,6 +24,18 @@ inline std::string shape_name(const Shape& s) {
 
 inline int64_t numel(const Shape& s) { return s.n * s.c * s.spatial; }
 
+// Every shape of the list in both layouts, channels-first first.
+template <class Shapes>
+std::vector<Shape> in_both_layouts(const Shapes& shapes) {
+    std::vector<Shape> out;
+    for (Layout layout : {Layout::channels_first, Layout::channels_last})
+        for (Shape s : shapes) {
+            s.layout = layout;
+            out.push_back(s);
+        }
+    return out;
+}
+
 template <class T>
 std::vector<T> random_vector(int64_t size, uint32_t seed, double mean = 0.0, double stddev = 1.0) {
     std::mt19937 rng(seed);

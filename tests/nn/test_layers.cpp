@@ -28,23 +28,7 @@
 #include "bnorm/nn/loss.hpp"
 #include "bnorm/nn/models.hpp"
 
-// ---- allocation counting: the global operator new of this test binary counts while armed --------
-namespace {
-std::atomic<bool> counting_allocations{false};
-std::atomic<int64_t> allocations{0};
-}  // namespace
-
-void* operator new(std::size_t size) {
-    if (counting_allocations.load(std::memory_order_relaxed)) allocations.fetch_add(1, std::memory_order_relaxed);
-    if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-    throw std::bad_alloc();
-}
-// GCC inlines these into call sites and then sees free() of memory from `new`; they match here.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-#pragma GCC diagnostic pop
+#include "nn/allocation_counter.hpp"  // the global operator new of this binary counts while armed
 
 namespace bnorm::nn {
 namespace {

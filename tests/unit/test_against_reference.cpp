@@ -15,15 +15,7 @@ const Shape kShapes[] = {
     {2, 4097, 3},  {31, 2, 1},   {256, 33, 1},  {2, 2, 2},
 };
 
-std::vector<Shape> all_shapes() {
-    std::vector<Shape> shapes;
-    for (Layout layout : {Layout::channels_first, Layout::channels_last})
-        for (Shape s : kShapes) {
-            s.layout = layout;
-            shapes.push_back(s);
-        }
-    return shapes;
-}
+std::vector<Shape> all_shapes() { return in_both_layouts(kShapes); }
 
 struct Variant {
     bool affine;

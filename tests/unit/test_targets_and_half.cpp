@@ -112,15 +112,7 @@ void check_all_operations(const Shape& shape, double x_mean = 0.5, double x_spre
 const Shape kShapes[] = {{2, 1, 1},  {3, 5, 7},   {2, 1, 20011}, {60, 100, 1}, {4, 64, 196},
                          {3, 17, 8193}, {2, 4097, 3}, {31, 2, 1},  {256, 33, 1}, {2, 3, 37}};
 
-std::vector<Shape> shapes() {
-    std::vector<Shape> out;
-    for (Layout layout : {Layout::channels_first, Layout::channels_last})
-        for (Shape s : kShapes) {
-            s.layout = layout;
-            out.push_back(s);
-        }
-    return out;
-}
+std::vector<Shape> shapes() { return in_both_layouts(kShapes); }
 
 // The Highway targets compiled into libbnorm (src/cpu/batch_norm.cpp: AVX-512, AVX2 and the
 // baseline, which is HWY_SCALAR with GCC < 12.3) that this machine supports, best first. A target
