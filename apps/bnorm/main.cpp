@@ -5,6 +5,7 @@
 //   bnorm experiment one experiment (or all) end to end -> DIR/report.html
 //   bnorm demo       one forward and backward pass of a BatchNorm module, explained
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cblas.h>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "bnorm/bnorm.hpp"
 #include "bnorm/nn/trainer.hpp"
@@ -30,14 +32,21 @@ namespace fs = std::filesystem;
 using bnorm::nn::TrainConfig;
 
 // One thread count for both engines: libbnorm's kernels and OpenBLAS's matrix products. Without
-// --threads (and without BNORM_NUM_THREADS), the mlp runs on one thread: its matrices (60 x 784 x
+// --threads (and without BNORM_NUM_THREADS), the mlp trains on one thread: its matrices (60 x 784 x
 // 100) are too small to split, and two thread pools (OpenMP's and OpenBLAS's) spinning on two cores
-// made its training 1.4x and its inference 4.8x slower (docs/performance.md); the cnn uses the cores.
-void set_threads(int threads, const std::string& model) {
-    if (threads <= 0 && model == "mlp" && !std::getenv("BNORM_NUM_THREADS")) threads = 1;
-    if (threads <= 0) return;
+// made its training 1.4x and its inference 4.8x slower (docs/performance.md); its evaluations'
+// larger products (500 images at a time) then use OpenBLAS on every core. The cnn uses the cores.
+// Returns the OpenBLAS threads for evaluations (0: the same as training).
+int set_threads(int threads, const std::string& model) {
+    int eval_blas_threads = 0;
+    if (threads <= 0 && model == "mlp" && !std::getenv("BNORM_NUM_THREADS")) {
+        threads = 1;
+        eval_blas_threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    }
+    if (threads <= 0) return 0;
     bnorm::set_num_threads(threads);
     openblas_set_num_threads(threads);
+    return eval_blas_threads;
 }
 
 void add_train_options(CLI::App* cmd, TrainConfig& c, int& threads) {
@@ -69,7 +78,7 @@ void add_train_options(CLI::App* cmd, TrainConfig& c, int& threads) {
     cmd->add_flag("--channels-last", c.channels_last, "cnn: keep activations channels-last (NHWC)");
     cmd->add_option("--eval-every", c.eval_every, "steps between evaluations")->check(CLI::PositiveNumber)->capture_default_str();
     cmd->add_option("--data", c.data_dir, "Fashion-MNIST directory (IDX files, gzipped or not)")->capture_default_str();
-    cmd->add_option("--threads", threads, "threads (default: BNORM_NUM_THREADS, else 1 for the mlp, the cores for the cnn)")->check(CLI::Range(1, 4096));
+    cmd->add_option("--threads", threads, "threads (default: BNORM_NUM_THREADS, else for the mlp 1, its evaluations on the cores, for the cnn the cores)")->check(CLI::Range(1, 4096));
 }
 
 bool is_rank0(const TrainConfig& c) { return !c.comm || c.comm->rank() == 0; }
@@ -100,8 +109,8 @@ int train(TrainConfig config, const fs::path& out, const std::optional<fs::path>
     return 0;
 }
 
-int eval(const fs::path& checkpoint, const fs::path& data) {
-    const bnorm::nn::EvalPoint p = bnorm::nn::evaluate_checkpoint(checkpoint, data);
+int eval(const fs::path& checkpoint, const fs::path& data, int eval_blas_threads) {
+    const bnorm::nn::EvalPoint p = bnorm::nn::evaluate_checkpoint(checkpoint, data, eval_blas_threads);
     std::printf("%s: test accuracy %.4f, test loss %.4f (step %lld); inference on the 10000 test images %.1f ms\n",
                 checkpoint.string().c_str(), p.test_accuracy, p.test_loss, static_cast<long long>(p.step),
                 p.test_seconds * 1e3);
@@ -179,7 +188,7 @@ int main(int argc, char** argv) {
     }
     try {
         if (train_cmd->parsed()) {
-            set_threads(threads, config.model);
+            config.eval_blas_threads = set_threads(threads, config.model);
             if (config.steps == 0 && config.epochs == 0) config.steps = 50000;
             config.stop_after = stop_after;
             config.checkpoint_every = checkpoint_every;
@@ -187,8 +196,8 @@ int main(int argc, char** argv) {
             return train(config, out, resume);
         }
         if (eval_cmd->parsed()) {
-            set_threads(threads, bnorm::nn::read_checkpoint_config(checkpoint).model);
-            return eval(checkpoint, eval_data);
+            const int eval_blas_threads = set_threads(threads, bnorm::nn::read_checkpoint_config(checkpoint).model);
+            return eval(checkpoint, eval_data, eval_blas_threads);
         }
         if (experiment_cmd->parsed()) {
             set_threads(threads, "mlp");  // every experiment but convnet trains the mlp

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <cblas.h>
 #include <nlohmann/json.hpp>
 
 #include "bnorm/nn/checkpoint.hpp"
@@ -337,8 +338,30 @@ static double learning_rate(const TrainConfig& c, int64_t step, int64_t total) {
     return c.lr;
 }
 
+namespace {
+
+// Sets OpenBLAS's thread count for a scope (n <= 0: unchanged) and restores it.
+class BlasThreads {
+public:
+    explicit BlasThreads(int n) : before_(openblas_get_num_threads()), changed_(n > 0 && n != before_) {
+        if (changed_) openblas_set_num_threads(n);
+    }
+    ~BlasThreads() {
+        if (changed_) openblas_set_num_threads(before_);
+    }
+    BlasThreads(const BlasThreads&) = delete;
+    BlasThreads& operator=(const BlasThreads&) = delete;
+
+private:
+    int before_;
+    bool changed_;
+};
+
+}  // namespace
+
 EvalPoint Trainer::evaluate(int64_t step, double train_loss, double seconds) {
     EvalPoint point{step, train_loss, 0, 0, 0, optimizer_->lr(), seconds};
+    const BlasThreads threads(config_.eval_blas_threads);
     model_->set_training(false);
     Tensor chunk_images, grad;
     std::vector<int32_t> labels;
@@ -466,8 +489,10 @@ TrainConfig read_checkpoint_config(const std::filesystem::path& checkpoint) {
     return config_from_metadata(read_safetensors_header(checkpoint).metadata);
 }
 
-EvalPoint evaluate_checkpoint(const std::filesystem::path& checkpoint, const std::filesystem::path& data_dir) {
+EvalPoint evaluate_checkpoint(const std::filesystem::path& checkpoint, const std::filesystem::path& data_dir,
+                              int eval_blas_threads) {
     TrainConfig config = read_checkpoint_config(checkpoint);
+    config.eval_blas_threads = eval_blas_threads;
     config.data_dir = data_dir;
     config.eval_examples = 10000;
     Trainer trainer(config);

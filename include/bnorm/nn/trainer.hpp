@@ -50,6 +50,10 @@ struct TrainConfig {
     int64_t checkpoint_every = 0;        // steps between checkpoints to checkpoint_path; 0: none
     std::filesystem::path checkpoint_path;
     bool probe = false;                  // record the 15/50/85th percentiles of one last-hidden-layer sigmoid input
+    // OpenBLAS threads for the evaluation passes only (0: leave the current setting): their
+    // matrix products (500 images at a time) split well over threads, a training step's (batch 60)
+    // do not; the previous setting is restored after each evaluation.
+    int eval_blas_threads = 0;
     // Called every inspect_every steps (0: never) with the step's batch, before the step trains on
     // it: for measurements that must leave the network as they found it (analysis.hpp).
     int64_t inspect_every = 0;
@@ -153,7 +157,9 @@ private:
 TrainConfig read_checkpoint_config(const std::filesystem::path& checkpoint);
 
 // Test accuracy and loss of a checkpoint written by Trainer::save, rebuilt from its metadata.
-EvalPoint evaluate_checkpoint(const std::filesystem::path& checkpoint, const std::filesystem::path& data_dir);
+// eval_blas_threads as in TrainConfig.
+EvalPoint evaluate_checkpoint(const std::filesystem::path& checkpoint, const std::filesystem::path& data_dir,
+                              int eval_blas_threads = 0);
 
 // Reads a TrainConfig from / writes it to the flat string map a checkpoint's metadata holds.
 std::map<std::string, std::string> config_to_metadata(const TrainConfig& config);
