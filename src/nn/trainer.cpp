@@ -363,7 +363,7 @@ EvalPoint Trainer::evaluate(int64_t step, double train_loss, double seconds) {
     EvalPoint point{step, train_loss, 0, 0, 0, optimizer_->lr(), seconds};
     const BlasThreads threads(config_.eval_blas_threads);
     model_->set_training(false);
-    Tensor chunk_images, grad;
+    Tensor chunk_images;
     std::vector<int32_t> labels;
     std::vector<float> probe_values;
     auto accuracy = [&](const Dataset& data, double* loss_out, bool probe) {
@@ -388,7 +388,7 @@ EvalPoint Trainer::evaluate(int64_t step, double train_loss, double seconds) {
                     for (int64_t e = 0; e < n; ++e) probe_values.push_back(x->at(e * units));
                 }
             }
-            loss_sum += softmax_cross_entropy(*x, labels, grad) * static_cast<double>(n);
+            if (loss_out) loss_sum += softmax_cross_entropy(*x, labels) * static_cast<double>(n);  // no gradient
             correct += count_correct(*x, labels);
         }
         if (loss_out) *loss_out = loss_sum / static_cast<double>(count);
