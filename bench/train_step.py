@@ -70,8 +70,10 @@ def torch_inference_ms(x_test, y_test):
         return 1000 * (time.perf_counter() - start)
 
 
-def bnorm_inference_ms(bnorm, checkpoint):
-    out = subprocess.run([bnorm, "eval", "--checkpoint", checkpoint, "--threads", "1"], check=True,
+def bnorm_inference_ms(bnorm, checkpoint, threads):
+    """threads None: the command's default (for the mlp: its evaluations' products on every core)."""
+    extra = [] if threads is None else ["--threads", str(threads)]
+    out = subprocess.run([bnorm, "eval", "--checkpoint", checkpoint] + extra, check=True,
                          capture_output=True, text=True).stdout
     return float(out.rsplit("test images", 1)[1].split("ms")[0])
 
@@ -120,11 +122,18 @@ def main():
     x_test, y_test = load_images("t10k")
     with tempfile.TemporaryDirectory() as out:
         subprocess.run([args.bnorm, "train", "--steps", "100", "--out", out], check=True, capture_output=True)
-        bi = [bnorm_inference_ms(args.bnorm, os.path.join(out, "model.safetensors")) for _ in range(max(5, args.repeats))]
-    ti = [torch_inference_ms(x_test, y_test) for _ in range(max(5, args.repeats))]
-    print("Inference, the 10,000 test images, 1 thread, median of %d:" % len(bi))
-    print("  bnorm   %6.1f ms  runs: %s" % (statistics.median(bi), ", ".join("%.1f" % v for v in bi)))
-    print("  PyTorch %6.1f ms  runs: %s" % (statistics.median(ti), ", ".join("%.1f" % v for v in ti)))
+        runs = max(5, args.repeats)
+        cores = os.cpu_count() or 1
+        for threads in (1, cores) if cores > 1 else (1,):
+            bi = [bnorm_inference_ms(args.bnorm, os.path.join(out, "model.safetensors"),
+                                     1 if threads == 1 else None) for _ in range(runs)]
+            torch.set_num_threads(threads)
+            ti = [torch_inference_ms(x_test, y_test) for _ in range(runs)]
+            torch.set_num_threads(1)
+            label = "1 thread" if threads == 1 else "%d threads (bnorm's default for the mlp's evaluations)" % threads
+            print("Inference, the 10,000 test images, %s, median of %d:" % (label, runs))
+            print("  bnorm   %6.1f ms  runs: %s" % (statistics.median(bi), ", ".join("%.1f" % v for v in bi)))
+            print("  PyTorch %6.1f ms  runs: %s" % (statistics.median(ti), ", ".join("%.1f" % v for v in ti)))
     if args.full_run:
         wall, train, accuracy = bnorm_full_run(args.bnorm)
         print("A whole default run, bnorm train --steps 50000: %.1f s wall (%.1f s training, evaluations every "
