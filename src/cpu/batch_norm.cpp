@@ -253,32 +253,31 @@ HWY_INLINE void map_run(const S* x, S* out, int64_t length, bool stream, bool ov
     for (; j < length; ++j) store(d1, f(d1, load(d1, x + j), j), out + j, false);
 }
 
-// ---- reductions over a run into double lanes ----------------------------------------------------
-// Sums of d = x - shift and d^2 (statistics), or of dy and dy*(x - center) (backward), with a
-// fixed assignment of elements to lanes: element j of a run goes to vector lane j % lanes while a
-// whole vector remains, to the scalar tail otherwise.
-template <class S>
-struct PairSums {
-    using C = Compute<S>;
-    using DC = hn::ScalableTag<C>;
+// ---- reductions: float blocks added into double ---------------------------------------------------
+// Sums accumulate in the compute type (float for float32 and 16-bit data) over blocks of at most
+// kBlock values per lane, with four independent chains (memory-bound loops need the loads in flight:
+// one dependent chain, or widening every element to double, halves the read bandwidth of a core),
+// and each block is then added into double totals. Moments use a shift per block, the block's first
+// vector s: the float sums a = sum (x - s), b = sum (x - s)^2 of a lane's n values are moved to the
+// common shift X in double,
+//   A += a + n*(s - X),   B += b + (s - X)*(2a + n*(s - X)),
+// so float rounding is relative to the spread of n <= kBlock values around one of them (at most
+// (n + 1)*b's own size): however far the data lie from X, the variance loses at most a factor
+// n*(n + 1) of float's precision, and typically sqrt(n). The assignment of elements to lanes, chains
+// and blocks depends only on the run, so results are deterministic.
+constexpr int64_t kBlock = 16;
+
+// A vector of the compute type as kParts double vectors: 2 for float (N floats are two vectors of
+// N/2 doubles), 1 for double data and on one-lane targets (hi is then unused).
+template <class DC>
+struct Widen {
     using DD = hn::ScalableTag<double>;
-    // Double vectors per compute vector: 2 for float data (N floats are two vectors of N/2
-    // doubles), 1 for double data and for one-lane targets.
     static constexpr int kParts = hn::MaxLanes(DC()) > hn::MaxLanes(DD()) ? 2 : 1;
-    hn::Vec<DD> a0, a1, b0, b1;
-    double tail_a = 0, tail_b = 0;
-
-    // Written out: an implicit constructor would not carry this target's instruction set.
-    HWY_INLINE PairSums() : a0(hn::Zero(DD())), a1(hn::Zero(DD())), b0(hn::Zero(DD())), b1(hn::Zero(DD())) {}
-
-    // A compute vector as kParts double vectors (hi is zero when kParts is 1).
-    static HWY_INLINE void widen(hn::Vec<DC> v, hn::Vec<DD>& lo, hn::Vec<DD>& hi) {
-        if constexpr (std::is_same_v<C, double>) {
-            lo = v;
-            hi = hn::Zero(DD());
+    static HWY_INLINE void apply(hn::Vec<DC> v, hn::Vec<DD>& lo, hn::Vec<DD>& hi) {
+        if constexpr (std::is_same_v<hn::TFromD<DC>, double>) {
+            lo = hi = v;
         } else if constexpr (kParts == 1) {
-            lo = hn::PromoteTo(DD(), v);
-            hi = hn::Zero(DD());
+            lo = hi = hn::PromoteTo(DD(), v);
         } else {
 #if HWY_TARGET != HWY_SCALAR  // one-lane vectors have no halves (kParts is 1 there)
             const hn::Half<DC> dh;
@@ -287,118 +286,241 @@ struct PairSums {
 #endif
         }
     }
+};
 
-    // a += x - shift, b += (x - shift)^2
-    HWY_INLINE void add_moments(const S* x, int64_t length, double shift) {
+// Adds a block's float sums to the double totals A[i], B[i] of lanes i (Lanes(DC) doubles each).
+template <class DC>
+HWY_INLINE void add_block_sums(DC, hn::Vec<DC> a, hn::Vec<DC> b, double* HWY_RESTRICT A, double* HWY_RESTRICT B) {
+    using W = Widen<DC>;
+    const typename W::DD dd;
+    hn::Vec<typename W::DD> lo, hi;
+    const size_t half = hn::Lanes(dd);
+    W::apply(a, lo, hi);
+    hn::StoreU(hn::Add(hn::LoadU(dd, A), lo), dd, A);
+    if constexpr (W::kParts == 2) hn::StoreU(hn::Add(hn::LoadU(dd, A + half), hi), dd, A + half);
+    W::apply(b, lo, hi);
+    hn::StoreU(hn::Add(hn::LoadU(dd, B), lo), dd, B);
+    if constexpr (W::kParts == 2) hn::StoreU(hn::Add(hn::LoadU(dd, B + half), hi), dd, B + half);
+}
+
+// The same for moments around the block shift s, moved to the shifts X[i] of the totals.
+template <class DC>
+HWY_INLINE void add_block_moments(DC, hn::Vec<DC> a, hn::Vec<DC> b, hn::Vec<DC> s, const double* X, double n,
+                                  double* HWY_RESTRICT A, double* HWY_RESTRICT B) {
+    using W = Widen<DC>;
+    const typename W::DD dd;
+    using VD = hn::Vec<typename W::DD>;
+    VD a_part[2], b_part[2], s_part[2];
+    W::apply(a, a_part[0], a_part[1]);
+    W::apply(b, b_part[0], b_part[1]);
+    W::apply(s, s_part[0], s_part[1]);
+    const VD count = hn::Set(dd, n), two = hn::Set(dd, 2.0);
+    const size_t half = hn::Lanes(dd);
+    for (int q = 0; q < W::kParts; ++q) {
+        const size_t o = static_cast<size_t>(q) * half;
+        const VD delta = hn::Sub(s_part[q], hn::LoadU(dd, X + o));
+        hn::StoreU(hn::Add(hn::LoadU(dd, A + o), hn::MulAdd(count, delta, a_part[q])), dd, A + o);
+        const VD spread = hn::MulAdd(count, delta, hn::Mul(two, a_part[q]));
+        hn::StoreU(hn::Add(hn::LoadU(dd, B + o), hn::MulAdd(delta, spread, b_part[q])), dd, B + o);
+    }
+}
+
+// Sums over runs of values: element j of a run goes to lane j % lanes while a whole vector remains,
+// to the scalar tail (double) otherwise.
+template <class S>
+struct PairSums {
+    using C = Compute<S>;
+    using DC = hn::ScalableTag<C>;
+    static constexpr size_t kLanes = hn::MaxLanes(DC());
+    HWY_ALIGN double a[kLanes] = {}, b[kLanes] = {}, shift[kLanes] = {};
+    double tail_a = 0, tail_b = 0, x0 = 0;
+
+    HWY_INLINE PairSums() = default;
+    // Moments are accumulated around x0 (a value of the data: see from_shifted).
+    HWY_INLINE explicit PairSums(double around) : x0(around) {
+        for (double& v : shift) v = around;
+    }
+
+    // a += x - x0, b += (x - x0)^2
+    HWY_INLINE void add_moments(const S* x, int64_t length) {
         const DC d;
         const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-        const auto s = hn::Set(DD(), shift);
         int64_t j = 0;
-        for (; j + lanes <= length; j += lanes) {
-            hn::Vec<DD> lo, hi;
-            widen(load(d, x + j), lo, hi);
-            lo = hn::Sub(lo, s);
-            a0 = hn::Add(a0, lo);
-            b0 = hn::MulAdd(lo, lo, b0);
-            if constexpr (kParts == 2) {
-                hi = hn::Sub(hi, s);
-                a1 = hn::Add(a1, hi);
-                b1 = hn::MulAdd(hi, hi, b1);
+        while (j + lanes <= length) {
+            const int64_t n = std::min(kBlock, (length - j) / lanes);
+            const S* p = x + j;
+            const auto s = load(d, p);
+            auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            int64_t v = 0;
+            for (; v + 4 <= n; v += 4) {
+                const auto d0 = hn::Sub(load(d, p + v * lanes), s), d1 = hn::Sub(load(d, p + (v + 1) * lanes), s);
+                const auto d2 = hn::Sub(load(d, p + (v + 2) * lanes), s), d3 = hn::Sub(load(d, p + (v + 3) * lanes), s);
+                a0 = hn::Add(a0, d0);
+                b0 = hn::MulAdd(d0, d0, b0);
+                a1 = hn::Add(a1, d1);
+                b1 = hn::MulAdd(d1, d1, b1);
+                a2 = hn::Add(a2, d2);
+                b2 = hn::MulAdd(d2, d2, b2);
+                a3 = hn::Add(a3, d3);
+                b3 = hn::MulAdd(d3, d3, b3);
             }
+            for (; v < n; ++v) {
+                const auto d0 = hn::Sub(load(d, p + v * lanes), s);
+                a0 = hn::Add(a0, d0);
+                b0 = hn::MulAdd(d0, d0, b0);
+            }
+            add_block_moments(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)), hn::Add(hn::Add(b0, b1), hn::Add(b2, b3)),
+                              s, shift, static_cast<double>(n), a, b);
+            j += n * lanes;
         }
         for (; j < length; ++j) {
-            const double v = to_double(x[j]) - shift;
+            const double v = to_double(x[j]) - x0;
             tail_a += v;
             tail_b += v * v;
         }
     }
 
-    // a += dy, b += dy*(x - center)
-    HWY_INLINE void add_gradients(const S* dy, const S* x, int64_t length, double center) {
+    // The sums of one vector block of gradients: a += dy, b += dy*(x - center).
+    template <class Store>
+    HWY_INLINE void gradient_blocks(const S* dy, const S* x, int64_t j, int64_t length, C center, Store&& out) {
         const DC d;
         const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-        const auto mu = hn::Set(DD(), center);
-        int64_t j = 0;
-        for (; j + lanes <= length; j += lanes) {
-            hn::Vec<DD> g_lo, g_hi, x_lo, x_hi;
-            widen(load(d, dy + j), g_lo, g_hi);
-            widen(load(d, x + j), x_lo, x_hi);
-            a0 = hn::Add(a0, g_lo);
-            b0 = hn::MulAdd(g_lo, hn::Sub(x_lo, mu), b0);
-            if constexpr (kParts == 2) {
-                a1 = hn::Add(a1, g_hi);
-                b1 = hn::MulAdd(g_hi, hn::Sub(x_hi, mu), b1);
+        const auto mu = hn::Set(d, center);
+        while (j + lanes <= length) {
+            const int64_t n = std::min(kBlock, (length - j) / lanes);
+            auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            int64_t v = 0;
+            for (; v + 4 <= n; v += 4) {
+                const int64_t i = j + v * lanes;
+                const auto g0 = load(d, dy + i), g1 = load(d, dy + i + lanes);
+                const auto g2 = load(d, dy + i + 2 * lanes), g3 = load(d, dy + i + 3 * lanes);
+                a0 = hn::Add(a0, g0);
+                b0 = hn::MulAdd(g0, hn::Sub(load(d, x + i), mu), b0);
+                a1 = hn::Add(a1, g1);
+                b1 = hn::MulAdd(g1, hn::Sub(load(d, x + i + lanes), mu), b1);
+                a2 = hn::Add(a2, g2);
+                b2 = hn::MulAdd(g2, hn::Sub(load(d, x + i + 2 * lanes), mu), b2);
+                a3 = hn::Add(a3, g3);
+                b3 = hn::MulAdd(g3, hn::Sub(load(d, x + i + 3 * lanes), mu), b3);
+                out(d, i, g0);
+                out(d, i + lanes, g1);
+                out(d, i + 2 * lanes, g2);
+                out(d, i + 3 * lanes, g3);
             }
-        }
-        for (; j < length; ++j) {
-            const double g = to_double(dy[j]);
-            tail_a += g;
-            tail_b += g * (to_double(x[j]) - center);
+            for (; v < n; ++v) {
+                const int64_t i = j + v * lanes;
+                const auto g0 = load(d, dy + i);
+                a0 = hn::Add(a0, g0);
+                b0 = hn::MulAdd(g0, hn::Sub(load(d, x + i), mu), b0);
+                out(d, i, g0);
+            }
+            add_block_sums(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)), hn::Add(hn::Add(b0, b1), hn::Add(b2, b3)), a, b);
+            j += n * lanes;
         }
     }
 
-    double total_a() const { return hn::GetLane(hn::SumOfLanes(DD(), hn::Add(a0, a1))) + tail_a; }
-    double total_b() const { return hn::GetLane(hn::SumOfLanes(DD(), hn::Add(b0, b1))) + tail_b; }
+    HWY_INLINE void add_tail_gradient(double g, double x, double center) {
+        tail_a += g;
+        tail_b += g * (x - center);
+    }
+
+    // a += dy, b += dy*(x - center)
+    HWY_INLINE void add_gradients(const S* dy, const S* x, int64_t length, C center) {
+        const int64_t lanes = static_cast<int64_t>(hn::Lanes(DC()));
+        const int64_t whole = length / lanes * lanes;
+        gradient_blocks(dy, x, 0, whole, center, [](auto, int64_t, auto) {});
+        for (int64_t j = whole; j < length; ++j) add_tail_gradient(to_double(dy[j]), to_double(x[j]), center);
+    }
+
+    // The gradient sums of a run and dx = dy*scale, in one pass (dx may alias dy or x: each
+    // element is read before it is written). Streaming stores start at dx's vector alignment.
+    HWY_INLINE void add_gradients_scaling(const S* dy, const S* x, S* dx, int64_t length, C center, C scale,
+                                          bool stream) {
+        const DC d;
+        const hn::CappedTag<C, 1> d1;
+        const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+        auto one = [&](int64_t j) {
+            const auto g = load(d1, dy + j);
+            add_tail_gradient(static_cast<double>(hn::GetLane(g)), to_double(x[j]), center);
+            store(d1, hn::Mul(g, hn::Set(d1, scale)), dx + j, false);
+        };
+        int64_t j = 0;
+        stream = stream && length * static_cast<int64_t>(sizeof(S)) >= 4096;
+        if (stream) {
+            const uintptr_t bytes = static_cast<uintptr_t>(lanes) * sizeof(S);
+            while (j < length && reinterpret_cast<uintptr_t>(dx + j) % bytes != 0) one(j++);
+        }
+        const int64_t whole = j + (length - j) / lanes * lanes;
+        const auto k = hn::Set(d, scale);
+        gradient_blocks(dy, x, j, whole, center,
+                        [&](auto dv, int64_t i, auto g) { store(dv, hn::Mul(g, k), dx + i, stream); });
+        for (j = whole; j < length; ++j) one(j);
+    }
+
+    double total_a() const {
+        double t = 0;
+        for (double v : a) t += v;
+        return t + tail_a;
+    }
+    double total_b() const {
+        double t = 0;
+        for (double v : b) t += v;
+        return t + tail_b;
+    }
 };
 
 // ---- interleaved reductions: across rows, vectorized across channels ---------------------------
-// For channels [c0, c0 + K*lanes) of rows [r0, r1) of a (rows, C) array, the K*2 double-vector
-// accumulators stay in registers. Writes sum_a[c], sum_b[c] for those channels.
+// For channels [c0, c0 + K*lanes) of rows [r0, r1) of a (rows, C) array, the K accumulator pairs
+// stay in registers for blocks of kBlock rows, whose float sums are then added in double (as above).
+// Writes sum_a[c], sum_b[c] for those channels:
 //   moments:   a = sum (x - x[r0]), b = sum (x - x[r0])^2, and shift[c] = x[r0][c]
 //   gradients: a = sum dy,          b = sum dy*(x - center[c])
 template <int K, bool kGradients, class S>
 HWY_INLINE void interleaved_block(const S* x, const S* dy, int64_t C, int64_t r0, int64_t r1, int64_t c0,
-                                  const double* center, double* shift_out, double* sum_a, double* sum_b) {
-    using Sums = PairSums<S>;
-    using DD = typename Sums::DD;
-    const typename Sums::DC d;
-    const DD dd;
-    const int64_t lanes = static_cast<int64_t>(hn::Lanes(d)), half = static_cast<int64_t>(hn::Lanes(dd));
-    constexpr int kParts = Sums::kParts;
-    hn::Vec<DD> base[K * kParts], a[K * kParts], b[K * kParts];
-    for (int k = 0; k < K; ++k) {
-        hn::Vec<DD> lo, hi;
-        if constexpr (kGradients) {
-            lo = hn::LoadU(dd, center + c0 + k * lanes);
-            if constexpr (kParts == 2) hi = hn::LoadU(dd, center + c0 + k * lanes + half);
-        } else {
-            Sums::widen(load(d, x + r0 * C + c0 + k * lanes), lo, hi);
-        }
-        base[k * kParts] = lo;
-        if constexpr (kParts == 2) base[k * kParts + 1] = hi;
+                                  const Compute<S>* center, double* shift_out, double* sum_a, double* sum_b) {
+    using CT = Compute<S>;
+    const hn::ScalableTag<CT> d;
+    const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+    for (int64_t c = c0; c < c0 + K * lanes; ++c) {
+        sum_a[c] = sum_b[c] = 0;
+        if constexpr (!kGradients) shift_out[c] = to_double(x[r0 * C + c]);
     }
-    for (int i = 0; i < K * kParts; ++i) a[i] = b[i] = hn::Zero(dd);
-    for (int64_t r = r0; r < r1; ++r) {
+    hn::Vec<decltype(d)> s[K], a[K], b[K];
+    if constexpr (kGradients)
+        for (int k = 0; k < K; ++k) s[k] = hn::LoadU(d, center + c0 + k * lanes);
+    for (int64_t rb = r0; rb < r1; rb += kBlock) {
+        const int64_t re = std::min(r1, rb + kBlock);
         for (int k = 0; k < K; ++k) {
-            hn::Vec<DD> v[2];
-            Sums::widen(load(d, x + r * C + c0 + k * lanes), v[0], v[1]);
-            if constexpr (kGradients) {
-                hn::Vec<DD> g[2];
-                Sums::widen(load(d, dy + r * C + c0 + k * lanes), g[0], g[1]);
-                for (int p = 0; p < kParts; ++p) {
-                    a[k * kParts + p] = hn::Add(a[k * kParts + p], g[p]);
-                    b[k * kParts + p] = hn::MulAdd(g[p], hn::Sub(v[p], base[k * kParts + p]), b[k * kParts + p]);
-                }
-            } else {
-                for (int p = 0; p < kParts; ++p) {
-                    const auto dev = hn::Sub(v[p], base[k * kParts + p]);
-                    a[k * kParts + p] = hn::Add(a[k * kParts + p], dev);
-                    b[k * kParts + p] = hn::MulAdd(dev, dev, b[k * kParts + p]);
+            if constexpr (!kGradients) s[k] = load(d, x + rb * C + c0 + k * lanes);
+            a[k] = b[k] = hn::Zero(d);
+        }
+        for (int64_t r = rb; r < re; ++r) {
+            for (int k = 0; k < K; ++k) {
+                const int64_t i = r * C + c0 + k * lanes;
+                const auto dev = hn::Sub(load(d, x + i), s[k]);
+                if constexpr (kGradients) {
+                    const auto g = load(d, dy + i);
+                    a[k] = hn::Add(a[k], g);
+                    b[k] = hn::MulAdd(g, dev, b[k]);
+                } else {
+                    a[k] = hn::Add(a[k], dev);
+                    b[k] = hn::MulAdd(dev, dev, b[k]);
                 }
             }
         }
-    }
-    for (int i = 0; i < K * kParts; ++i) {
-        const int64_t c = c0 + i * half;
-        hn::StoreU(a[i], dd, sum_a + c);
-        hn::StoreU(b[i], dd, sum_b + c);
-        if constexpr (!kGradients) hn::StoreU(base[i], dd, shift_out + c);
+        for (int k = 0; k < K; ++k) {
+            const int64_t c = c0 + k * lanes;
+            if constexpr (kGradients)
+                add_block_sums(d, a[k], b[k], sum_a + c, sum_b + c);
+            else
+                add_block_moments(d, a[k], b[k], s[k], shift_out + c, static_cast<double>(re - rb), sum_a + c, sum_b + c);
+        }
     }
 }
 
 // The same for every channel of the rows: blocks of 4 vectors, then of 1, then channel by channel.
 template <bool kGradients, class S>
-void interleaved_sums(const S* x, const S* dy, int64_t C, int64_t r0, int64_t r1, const double* center,
+void interleaved_sums(const S* x, const S* dy, int64_t C, int64_t r0, int64_t r1, const Compute<S>* center,
                       double* shift_out, double* sum_a, double* sum_b) {
     const hn::ScalableTag<Compute<S>> d;
     const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
@@ -416,7 +538,7 @@ void interleaved_sums(const S* x, const S* dy, int64_t C, int64_t r0, int64_t r1
     for (; c0 + lanes <= C; c0 += lanes)
         interleaved_block<1, kGradients>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b);
     for (; c0 < C; ++c0) {
-        const double base = kGradients ? center[c0] : to_double(x[r0 * C + c0]);
+        const double base = kGradients ? static_cast<double>(center[c0]) : to_double(x[r0 * C + c0]);
         double a = 0, b = 0;
         for (int64_t r = r0; r < r1; ++r) {
             const double v = to_double(x[r * C + c0]);
@@ -464,8 +586,8 @@ Moments planar_chunk_moments(const Plan& p, const S* x, int64_t c, int64_t k) {
     const int64_t i0 = p.begin(k), i1 = p.end(k);
     double shift = 0;
     for_each_run(p.g, c, i0, i0 + 1, [&](int64_t offset, int64_t) { shift = to_double(x[offset]); });
-    PairSums<S> sums;
-    for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) { sums.add_moments(x + offset, length, shift); });
+    PairSums<S> sums(shift);
+    for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) { sums.add_moments(x + offset, length); });
     return cpu::from_shifted(static_cast<double>(i1 - i0), shift, sums.total_a(), sums.total_b());
 }
 
@@ -477,7 +599,7 @@ Moments planar_channel_moments(const Plan& p, const S* x, int64_t c) {
 }
 
 template <class S>
-void planar_chunk_gradients(const Plan& p, const S* dy, const S* x, int64_t c, int64_t k, double center,
+void planar_chunk_gradients(const Plan& p, const S* dy, const S* x, int64_t c, int64_t k, Compute<S> center,
                             double& sum_dy, double& sum_dy_centered) {
     PairSums<S> sums;
     for_each_run(p.g, c, p.begin(k), p.end(k),
@@ -488,7 +610,7 @@ void planar_chunk_gradients(const Plan& p, const S* dy, const S* x, int64_t c, i
 
 // Sums of channel c in chunk order (the same additions as merging the chunks' sums).
 template <class S>
-void planar_channel_gradients(const Plan& p, const S* dy, const S* x, int64_t c, double center, double& sum_dy,
+void planar_channel_gradients(const Plan& p, const S* dy, const S* x, int64_t c, Compute<S> center, double& sum_dy,
                               double& sum_dy_centered) {
     planar_chunk_gradients(p, dy, x, c, 0, center, sum_dy, sum_dy_centered);
     for (int64_t k = 1; k < p.chunks; ++k) {
@@ -729,10 +851,10 @@ void backward_coefficients(const BackwardArgs<S>& a, int64_t c, double sum_dy, d
 
 // Interleaved gradient sums: per chunk in parallel, added in chunk order into chunk_a/chunk_b[0..c).
 template <class S>
-void interleaved_gradients(const Plan& p, const S* dy, const S* x, const Scratch<S>& w) {
+void interleaved_gradients(const Plan& p, const S* dy, const S* x, const Compute<S>* center, const Scratch<S>& w) {
     const int64_t C = p.g.c;
     parallel_for(p.chunks, 2 * p.g.numel(), [&](int64_t k) {
-        interleaved_sums<true>(x, dy, C, p.begin(k), p.end(k), w.center, nullptr, w.chunk_a + k * C, w.chunk_b + k * C);
+        interleaved_sums<true>(x, dy, C, p.begin(k), p.end(k), center, nullptr, w.chunk_a + k * C, w.chunk_b + k * C);
     });
     for (int64_t k = 1; k < p.chunks; ++k)
         for (int64_t c = 0; c < C; ++c) {
@@ -751,9 +873,9 @@ void backward(const BackwardArgs<S>& a) {
     auto* scale = w.coefficients(1, C);
     auto* slope = w.coefficients(2, C);
     auto* shift = w.coefficients(3, C);
-    for (int64_t c = 0; c < C; ++c) w.center[c] = static_cast<double>(a.save_mean[c]);
+    for (int64_t c = 0; c < C; ++c) center[c] = static_cast<Compute<S>>(a.save_mean[c]);
     if (p.interleaved) {
-        interleaved_gradients(p, a.dy, a.x, w);
+        interleaved_gradients(p, a.dy, a.x, center, w);
         for (int64_t c = 0; c < C; ++c)
             backward_coefficients(a, c, w.chunk_a[c], w.chunk_b[c], center, scale, slope, shift);
         parallel_for(p.chunks, 2 * a.g.numel(), [&](int64_t k) {
@@ -765,7 +887,7 @@ void backward(const BackwardArgs<S>& a) {
         // every read of the channel's sums comes before its first write).
         parallel_for(C, 2 * a.g.numel(), [&](int64_t c) {
             double sum_dy = 0, sum_dy_centered = 0;
-            planar_channel_gradients(p, a.dy, a.x, c, w.center[c], sum_dy, sum_dy_centered);
+            planar_channel_gradients(p, a.dy, a.x, c, center[c], sum_dy, sum_dy_centered);
             backward_coefficients(a, c, sum_dy, sum_dy_centered, center, scale, slope, shift);
             planar_backward_elementwise(p, a.dy, a.x, a.dx, c, 0, a.g.per_channel(), center[c], scale[c], slope[c],
                                         shift[c], stream, true);
@@ -773,7 +895,7 @@ void backward(const BackwardArgs<S>& a) {
     } else {
         parallel_for(C * p.chunks, 2 * a.g.numel(), [&](int64_t t) {
             const int64_t c = t / p.chunks;
-            planar_chunk_gradients(p, a.dy, a.x, c, t % p.chunks, w.center[c], w.chunk_a[t], w.chunk_b[t]);
+            planar_chunk_gradients(p, a.dy, a.x, c, t % p.chunks, center[c], w.chunk_a[t], w.chunk_b[t]);
         });
         for (int64_t c = 0; c < C; ++c) {
             double sum_dy = w.chunk_a[c * p.chunks], sum_dy_centered = w.chunk_b[c * p.chunks];
@@ -803,8 +925,9 @@ void backward_inference(const BackwardInferenceArgs<S>& a) {
     const bool stream = streams<S>(a.g);
     CT* scale = w.coefficients(0, C);
     CT* zero = w.coefficients(1, C);
+    CT* center = w.coefficients(2, C);
     for (int64_t c = 0; c < C; ++c) {
-        w.center[c] = static_cast<double>(a.running_mean[c]);
+        center[c] = static_cast<CT>(a.running_mean[c]);
         scale[c] = static_cast<CT>(cpu::param_or(a.weight, c, 1.0) / std::sqrt(static_cast<double>(a.running_var[c]) + a.eps));
         zero[c] = CT(0);
     }
@@ -825,12 +948,12 @@ void backward_inference(const BackwardInferenceArgs<S>& a) {
         if (stream) hwy::FlushStream();
         return;
     }
-    // With dweight/dbias: one pass. Blocks small enough for L1 are first summed (reading dy and x)
-    // and then scaled into dx (reading dy again, from L1), so every element is read before dx,
-    // which may alias dy or x, is written; the memory sees one read of dy and x and one write.
-    constexpr int64_t kBlock = 4096;
+    // With dweight/dbias: one pass, reading dy and x once and writing dx. Channels-first runs are
+    // summed and scaled in the same loop; channels-last rows in blocks small enough for L1 are
+    // first summed (reading dy and x) and then scaled into dx (reading dy again, from L1). Every
+    // element is read before dx, which may alias dy or x, is written.
     if (p.interleaved) {
-        const int64_t block_rows = std::max<int64_t>(1, kBlock / C);
+        const int64_t block_rows = std::max<int64_t>(1, 4096 / C);
         parallel_for(p.chunks, 2 * a.g.numel(), [&](int64_t k) {
             thread_local std::vector<double> partial;
             if (partial.size() < static_cast<size_t>(2 * C)) partial.resize(static_cast<size_t>(2 * C));
@@ -840,7 +963,7 @@ void backward_inference(const BackwardInferenceArgs<S>& a) {
                 const int64_t r1 = std::min(p.end(k), r0 + block_rows);
                 double* a_block = r0 == p.begin(k) ? sum_a : partial.data();
                 double* b_block = r0 == p.begin(k) ? sum_b : partial.data() + C;
-                interleaved_sums<true>(a.x, a.dy, C, r0, r1, w.center, nullptr, a_block, b_block);
+                interleaved_sums<true>(a.x, a.dy, C, r0, r1, center, nullptr, a_block, b_block);
                 if (r0 != p.begin(k))
                     for (int64_t c = 0; c < C; ++c) {
                         sum_a[c] += a_block[c];
@@ -858,14 +981,9 @@ void backward_inference(const BackwardInferenceArgs<S>& a) {
     } else {
         parallel_for(C, 2 * a.g.numel(), [&](int64_t c) {
             PairSums<S> channel;
-            const double center = w.center[c];
             for_each_run(p.g, c, 0, a.g.per_channel(), [&](int64_t offset, int64_t length) {
-                for (int64_t b = 0; b < length; b += kBlock) {  // kBlock is a multiple of every vector width
-                    const int64_t n = std::min(kBlock, length - b);
-                    channel.add_gradients(a.dy + offset + b, a.x + offset + b, n, center);
-                    map_run(a.dy + offset + b, a.dx + offset + b, n, stream, a.dx != a.dy,
-                            [&](auto d, auto v, int64_t) { return hn::Mul(v, hn::Set(d, scale[c])); });
-                }
+                channel.add_gradients_scaling(a.dy + offset, a.x + offset, a.dx + offset, length, center[c], scale[c],
+                                              stream);
             });
             w.chunk_a[c] = channel.total_a();
             w.chunk_b[c] = channel.total_b();

@@ -54,6 +54,28 @@ TEST(Robustness, variance_of_1e6_plus_noise_1e_3_f64_channels_last) { check_larg
 TEST(Robustness, variance_of_1e4_plus_noise_1_f32_channels_first) { check_large_offset<float>(1e4, 1.0, Layout::channels_first); }
 TEST(Robustness, variance_of_1e4_plus_noise_1_f32_channels_last) { check_large_offset<float>(1e4, 1.0, Layout::channels_last); }
 
+// Float accumulation must not lose the variance when the values a sum is shifted by are far from
+// the rest: here every 256th value of a plane (the first of a channels-first block of 16 vectors,
+// and of every chunk) is an outlier 1e3 away from data whose own spread is 1e-2, so that every
+// block's shift is the worst value it could be.
+template <class T>
+void check_outlier_shifts(Layout layout) {
+    const Shape s{16, 3, 4099, layout};
+    auto x = random_vector<T>(numel(s), 11, 0.0, 1e-2);
+    const detail::Geometry g = geometry(s);
+    for (int64_t n = 0; n < s.n; ++n)
+        for (int64_t c = 0; c < s.c; ++c)
+            for (int64_t p = 0; p < s.spatial; p += 256) x[static_cast<size_t>(g.offset(n, c, p))] = T(1e3);
+    const auto var = batch_variance<T>(s, x);
+    for (int64_t c = 0; c < s.c; ++c) {
+        const double want = static_cast<double>(exact_moments(x, s, c).second);
+        EXPECT_NEAR(var[static_cast<size_t>(c)] / want, 1.0, 1e-5) << "channel " << c;
+    }
+}
+
+TEST(Robustness, variance_with_outlying_shift_values_f32_channels_first) { check_outlier_shifts<float>(Layout::channels_first); }
+TEST(Robustness, variance_with_outlying_shift_values_f32_channels_last) { check_outlier_shifts<float>(Layout::channels_last); }
+
 // A constant channel has variance exactly 0: invstd = 1/sqrt(eps), y = beta exactly, the unbiased
 // running variance moves towards exactly 0, and the gradient with respect to x is exactly 0
 // (x_hat is 0 everywhere).
