@@ -18,12 +18,15 @@
 // every thread count (they may differ between instruction sets in the last bits: the vector width
 // sets the order of the additions within a chunk).
 //
-// Accuracy: statistics accumulate in double. A chunk's moments are sums of d = x - x0 and d^2 with
-// x0 the chunk's first value; since x0 is one of the chunk's values, (mean - x0)^2 <= M2, so the
-// cancellation in M2 = sum d^2 - (sum d)^2/n costs at most a factor n (the chunk's count: 8192,
-// or m/64 for large channels-last problems) of double's precision: large offsets (1e6 + noise)
-// keep their variance. 16-bit data are widened to float32
-// on load and rounded to nearest-even on store; parameters and statistics stay float32.
+// Accuracy: sums accumulate in the compute type (float for float32 and 16-bit data, double for
+// double) over blocks of 16 values per lane, which are added into double totals (see "reductions"
+// below: each block's moments are taken around its own first values, so that large offsets or
+// outliers cost float precision only within a block). A chunk's moments are then the shifted sums
+// around x0, the chunk's first value, in double: since x0 is one of the chunk's values,
+// (mean - x0)^2 <= M2, so the cancellation in M2 = sum d^2 - (sum d)^2/n costs at most a factor n
+// (8192, or m/64 for large channels-last problems) of double's precision. Chunks are merged with
+// Chan's formula in double. 16-bit data are widened to float32 on load and rounded to nearest-even
+// on store; parameters and statistics stay float32.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/batch_norm.cpp"
