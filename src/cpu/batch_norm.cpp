@@ -478,9 +478,19 @@ struct PairSums {
 // Writes sum_a[c], sum_b[c] for those channels:
 //   moments:   a = sum (x - x[r0]), b = sum (x - x[r0])^2, and shift[c] = x[r0][c]
 //   gradients: a = sum dy,          b = sum dy*(x - center[c])
-template <int K, bool kGradients, class S>
+// and with kScale (gradients only) also dx = dy*scale[c] in the same pass: each element is read
+// before dx, which may alias dy or x, is written.
+template <class S>
+struct ScaleOut {
+    S* dx = nullptr;
+    const Compute<S>* scale = nullptr;
+    bool stream = false;  // rows are whole aligned vectors: streaming stores allowed
+};
+
+template <int K, bool kGradients, bool kScale, class S>
 HWY_INLINE void interleaved_block(const S* x, const S* dy, int64_t C, int64_t r0, int64_t r1, int64_t c0,
-                                  const Compute<S>* center, double* shift_out, double* sum_a, double* sum_b) {
+                                  const Compute<S>* center, double* shift_out, double* sum_a, double* sum_b,
+                                  const ScaleOut<S>& out) {
     using CT = Compute<S>;
     const hn::ScalableTag<CT> d;
     const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
@@ -488,9 +498,11 @@ HWY_INLINE void interleaved_block(const S* x, const S* dy, int64_t C, int64_t r0
         sum_a[c] = sum_b[c] = 0;
         if constexpr (!kGradients) shift_out[c] = to_double(x[r0 * C + c]);
     }
-    hn::Vec<decltype(d)> s[K], a[K], b[K];
+    hn::Vec<decltype(d)> s[K], a[K], b[K], k_scale[K];
     if constexpr (kGradients)
         for (int k = 0; k < K; ++k) s[k] = hn::LoadU(d, center + c0 + k * lanes);
+    if constexpr (kScale)
+        for (int k = 0; k < K; ++k) k_scale[k] = hn::LoadU(d, out.scale + c0 + k * lanes);
     for (int64_t rb = r0; rb < r1; rb += kBlock) {
         const int64_t re = std::min(r1, rb + kBlock);
         for (int k = 0; k < K; ++k) {
@@ -505,6 +517,7 @@ HWY_INLINE void interleaved_block(const S* x, const S* dy, int64_t C, int64_t r0
                     const auto g = load(d, dy + i);
                     a[k] = hn::Add(a[k], g);
                     b[k] = hn::MulAdd(g, dev, b[k]);
+                    if constexpr (kScale) store(d, hn::Mul(g, k_scale[k]), out.dx + i, out.stream);
                 } else {
                     a[k] = hn::Add(a[k], dev);
                     b[k] = hn::MulAdd(dev, dev, b[k]);
@@ -522,33 +535,36 @@ HWY_INLINE void interleaved_block(const S* x, const S* dy, int64_t C, int64_t r0
 }
 
 // The same for every channel of the rows: blocks of 4 vectors, then of 1, then channel by channel.
-template <bool kGradients, class S>
+template <bool kGradients, bool kScale = false, class S>
 void interleaved_sums(const S* x, const S* dy, int64_t C, int64_t r0, int64_t r1, const Compute<S>* center,
-                      double* shift_out, double* sum_a, double* sum_b) {
-    const hn::ScalableTag<Compute<S>> d;
+                      double* shift_out, double* sum_a, double* sum_b, const ScaleOut<S>& out = {}) {
+    using CT = Compute<S>;
+    const hn::ScalableTag<CT> d;
     const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
     int64_t c0 = 0;
     for (; c0 + 4 * lanes <= C; c0 += 4 * lanes)
-        interleaved_block<4, kGradients>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b);
+        interleaved_block<4, kGradients, kScale>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b, out);
     // The rest of a row in one block where it fits, so that each row is read once.
     if (c0 + 3 * lanes <= C) {
-        interleaved_block<3, kGradients>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b);
+        interleaved_block<3, kGradients, kScale>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b, out);
         c0 += 3 * lanes;
     } else if (c0 + 2 * lanes <= C) {
-        interleaved_block<2, kGradients>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b);
+        interleaved_block<2, kGradients, kScale>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b, out);
         c0 += 2 * lanes;
     }
     for (; c0 + lanes <= C; c0 += lanes)
-        interleaved_block<1, kGradients>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b);
+        interleaved_block<1, kGradients, kScale>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b, out);
+    const hn::CappedTag<CT, 1> d1;
     for (; c0 < C; ++c0) {
         const double base = kGradients ? static_cast<double>(center[c0]) : to_double(x[r0 * C + c0]);
         double a = 0, b = 0;
         for (int64_t r = r0; r < r1; ++r) {
             const double v = to_double(x[r * C + c0]);
             if constexpr (kGradients) {
-                const double g = to_double(dy[r * C + c0]);
-                a += g;
-                b += g * (v - base);
+                const auto g = load(d1, dy + r * C + c0);
+                a += static_cast<double>(hn::GetLane(g));
+                b += static_cast<double>(hn::GetLane(g)) * (v - base);
+                if constexpr (kScale) store(d1, hn::Mul(g, hn::Set(d1, out.scale[c0])), out.dx + r * C + c0, false);
             } else {
                 a += v - base;
                 b += (v - base) * (v - base);
@@ -639,6 +655,25 @@ void planar_affine(const Plan& p, const S* x, S* out, int64_t c, int64_t i0, int
         map_run(x + offset, out + offset, length, stream, x != out, [&](auto d, auto v, int64_t) {
             return hn::MulAdd(hn::Sub(v, hn::Set(d, center)), hn::Set(d, scale), hn::Set(d, shift));
         });
+    });
+}
+
+// out = x*scale[c] + shift[c] over a channels-first array in memory order, in tasks of whole planes
+// (one sample of one channel): consecutive planes are adjacent in memory, so short planes (14x14)
+// are read and written as one stream rather than as runs that jump between samples.
+template <class S>
+void planar_affine_in_order(const Geometry& g, const S* x, S* out, const Compute<S>* scale,
+                            const Compute<S>* shift, bool stream) {
+    const int64_t planes = g.n * g.c;
+    const int64_t per_task = std::max<int64_t>(1, cpu::kChunkElements / g.spatial);
+    parallel_for((planes + per_task - 1) / per_task, g.numel(), [&](int64_t t) {
+        const int64_t end = std::min(planes, (t + 1) * per_task);
+        for (int64_t q = t * per_task; q < end; ++q) {
+            const int64_t c = q % g.c, offset = q * g.spatial;
+            map_run(x + offset, out + offset, g.spatial, stream, x != out, [&](auto d, auto v, int64_t) {
+                return hn::MulAdd(v, hn::Set(d, scale[c]), hn::Set(d, shift[c]));
+            });
+        }
     });
 }
 
@@ -825,10 +860,7 @@ void forward_inference(const ForwardInferenceArgs<S>& a) {
                                            scale, static_cast<const CT*>(nullptr), shift, stream);
         });
     } else {
-        parallel_for(C * p.chunks, a.g.numel(), [&](int64_t t) {
-            const int64_t c = t / p.chunks, k = t % p.chunks;
-            planar_affine(p, a.x, a.y, c, p.begin(k), p.end(k), CT(0), scale[c], shift[c], stream);
-        });
+        planar_affine_in_order(a.g, a.x, a.y, scale, shift, stream);
     }
     if (stream) hwy::FlushStream();
 }
@@ -943,38 +975,22 @@ void backward_inference(const BackwardInferenceArgs<S>& a) {
                                                zero, scale, static_cast<const CT*>(nullptr), zero, stream);
             });
         } else {
-            parallel_for(C * p.chunks, a.g.numel(), [&](int64_t t) {
-                const int64_t c = t / p.chunks, k = t % p.chunks;
-                planar_affine(p, a.dy, a.dx, c, p.begin(k), p.end(k), CT(0), scale[c], CT(0), stream);
-            });
+            planar_affine_in_order(a.g, a.dy, a.dx, scale, zero, stream);
         }
         if (stream) hwy::FlushStream();
         return;
     }
-    // With dweight/dbias: one pass, reading dy and x once and writing dx. Channels-first runs are
-    // summed and scaled in the same loop; channels-last rows in blocks small enough for L1 are
-    // first summed (reading dy and x) and then scaled into dx (reading dy again, from L1). Every
-    // element is read before dx, which may alias dy or x, is written.
+    // With dweight/dbias: one pass, reading dy and x once and writing dx: the sums and dx = dy*scale
+    // in the same loop.
     if (p.interleaved) {
-        const int64_t block_rows = std::max<int64_t>(1, 4096 / C);
+        const hn::ScalableTag<CT> d;
+        const uintptr_t bytes = hn::Lanes(d) * sizeof(S);
+        const ScaleOut<S> out{a.dx, scale,
+                              stream && C % static_cast<int64_t>(hn::Lanes(d)) == 0 &&
+                                  reinterpret_cast<uintptr_t>(a.dx) % bytes == 0};
         parallel_for(p.chunks, 2 * a.g.numel(), [&](int64_t k) {
-            thread_local std::vector<double> partial;
-            if (partial.size() < static_cast<size_t>(2 * C)) partial.resize(static_cast<size_t>(2 * C));
-            double* sum_a = w.chunk_a + k * C;
-            double* sum_b = w.chunk_b + k * C;
-            for (int64_t r0 = p.begin(k); r0 < p.end(k); r0 += block_rows) {
-                const int64_t r1 = std::min(p.end(k), r0 + block_rows);
-                double* a_block = r0 == p.begin(k) ? sum_a : partial.data();
-                double* b_block = r0 == p.begin(k) ? sum_b : partial.data() + C;
-                interleaved_sums<true>(a.x, a.dy, C, r0, r1, center, nullptr, a_block, b_block);
-                if (r0 != p.begin(k))
-                    for (int64_t c = 0; c < C; ++c) {
-                        sum_a[c] += a_block[c];
-                        sum_b[c] += b_block[c];
-                    }
-                interleaved_elementwise<false>(a.dy, static_cast<const S*>(nullptr), a.dx, C, r0, r1, zero, scale,
-                                               static_cast<const CT*>(nullptr), zero, stream);
-            }
+            interleaved_sums<true, true>(a.x, a.dy, C, p.begin(k), p.end(k), center, nullptr, w.chunk_a + k * C,
+                                         w.chunk_b + k * C, out);
         });
         for (int64_t k = 1; k < p.chunks; ++k)
             for (int64_t c = 0; c < C; ++c) {
