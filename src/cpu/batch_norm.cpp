@@ -132,6 +132,13 @@ inline void merge(Moments& a, const Moments& b) {
     a.n = n;
 }
 
+// Whether the processor has AVX512-BF16 (vcvtneps2bf16), asked once at load time.
+#if defined(__x86_64__) && defined(__GNUC__)
+inline const bool kHasAvx512Bf16 = (__builtin_cpu_init(), __builtin_cpu_supports("avx512bf16"));
+#else
+inline const bool kHasAvx512Bf16 = false;
+#endif
+
 template <class P>
 double param_or(const P* p, int64_t c, double fallback) {
     return p ? static_cast<double>(p[c]) : fallback;
@@ -195,11 +202,33 @@ HWY_INLINE void store(D d, hn::Vec<D> v, double* p, bool stream) {
     else hn::StoreU(v, d, p);
 }
 template <class D>
-HWY_INLINE void store(D /* d */, hn::Vec<D> v, bfloat16* p, bool stream) {
-    // Round to nearest even: add 0x7fff plus the lowest kept bit, keep the high half; a NaN keeps
-    // its high half with the quiet bit set (rounding could carry it into an infinity).
+HWY_INLINE void store(D d, hn::Vec<D> v, bfloat16* p, bool stream) {
     const hn::RebindToUnsigned<D> d32;
     const auto bits = hn::BitCast(d32, v);
+#if HWY_TARGET == HWY_AVX3
+    // AVX512-BF16's vcvtneps2bf16 rounds the same way (nearest even, NaN quieted) except that it
+    // flushes subnormal inputs to zero: it is used for whole vectors without subnormals, through
+    // inline assembly since this Highway version has no target with it.
+    if constexpr (hn::MaxLanes(d) == 16) {
+        const auto magnitude = hn::And(bits, hn::Set(d32, 0x7fffffffu));
+        const auto subnormal = hn::Lt(hn::BitCast(hn::RebindToSigned<D>(), hn::Sub(magnitude, hn::Set(d32, 1u))),
+                                      hn::Set(hn::RebindToSigned<D>(), 0x007fffff));
+        if (cpu::kHasAvx512Bf16 && hn::AllFalse(hn::RebindToSigned<D>(), subnormal)) {
+            __m256i half;
+            asm("vcvtneps2bf16 %1, %0" : "=v"(half) : "v"(v.raw));
+            const hn::Rebind<uint16_t, D> d16;
+            const hn::Vec<decltype(d16)> narrow{half};
+            auto* out = reinterpret_cast<uint16_t*>(p);
+            if (stream) hn::Stream(narrow, d16, out);
+            else hn::StoreU(narrow, d16, out);
+            return;
+        }
+    }
+#else
+    (void)d;
+#endif
+    // Round to nearest even: add 0x7fff plus the lowest kept bit, keep the high half; a NaN keeps
+    // its high half with the quiet bit set (rounding could carry it into an infinity).
     const auto odd = hn::And(hn::ShiftRight<16>(bits), hn::Set(d32, 1u));
     const auto rounded = hn::ShiftRight<16>(hn::Add(bits, hn::Add(hn::Set(d32, 0x7fffu), odd)));
     const auto quiet = hn::ShiftRight<16>(hn::Or(bits, hn::Set(d32, 0x00400000u)));
