@@ -759,44 +759,50 @@ bool streams(const Geometry& g) {
 }
 
 // Interleaved statistics: per-chunk shifted sums in parallel, then Chan merges in chunk order;
-// leaves mean in w.center and M2 in w.chunk_b[0..c).
-template <class S>
-void interleaved_moments(const Plan& p, const S* x, const Scratch<S>& w) {
+// leaves mean in w.center and M2 in w.chunk_b[0..c), and calls finish(c0, c1) for each group of
+// channels [c0, c1) once its totals are complete (in parallel with other groups).
+template <class S, class Finish>
+void interleaved_moments(const Plan& p, const S* x, const Scratch<S>& w, Finish&& finish) {
     const int64_t C = p.g.c;
     parallel_for(p.chunks, p.g.numel(), [&](int64_t k) {
         interleaved_sums<false>(x, static_cast<const S*>(nullptr), C, p.begin(k), p.end(k), nullptr, w.chunk_s + k * C,
                                 w.chunk_a + k * C, w.chunk_b + k * C);
     });
-    // Chan merges in chunk order, channel by channel within a chunk (a loop the compiler
+    // Chan merges in chunk order, for groups of channels in parallel (a loop the compiler
     // vectorizes: the count-dependent factors are the same for every channel of a chunk).
-    double* mean = w.center;
-    double* m2 = w.chunk_b;  // chunk 0's slots become the totals
-    {
-        const double n = static_cast<double>(p.end(0) - p.begin(0)), inv = 1.0 / n;
-        for (int64_t c = 0; c < C; ++c) {
-            const double s1 = w.chunk_a[c], s2 = w.chunk_b[c];
-            mean[c] = w.chunk_s[c] + s1 * inv;
-            const double v = s2 - s1 * s1 * inv;
-            m2[c] = v > 0 ? v : 0;
+    constexpr int64_t kGroup = 256;
+    parallel_for((C + kGroup - 1) / kGroup, p.chunks * C * 8, [&](int64_t group) {
+        const int64_t c0 = group * kGroup, c1 = std::min(C, c0 + kGroup);
+        double* mean = w.center;
+        double* m2 = w.chunk_b;  // chunk 0's slots become the totals
+        {
+            const double n = static_cast<double>(p.end(0) - p.begin(0)), inv = 1.0 / n;
+            for (int64_t c = c0; c < c1; ++c) {
+                const double s1 = w.chunk_a[c], s2 = w.chunk_b[c];
+                mean[c] = w.chunk_s[c] + s1 * inv;
+                const double v = s2 - s1 * s1 * inv;
+                m2[c] = v > 0 ? v : 0;
+            }
         }
-    }
-    double count = static_cast<double>(p.end(0) - p.begin(0));
-    for (int64_t k = 1; k < p.chunks; ++k) {
-        const double nb = static_cast<double>(p.end(k) - p.begin(k)), inv = 1.0 / nb, total = count + nb;
-        const double weight_b = nb / total, cross = count * nb / total;
-        const double* s1s = w.chunk_a + k * C;
-        const double* s2s = w.chunk_b + k * C;
-        const double* shifts = w.chunk_s + k * C;
-        for (int64_t c = 0; c < C; ++c) {
-            const double s1 = s1s[c];
-            const double mean_b = shifts[c] + s1 * inv;
-            const double v = s2s[c] - s1 * s1 * inv;
-            const double delta = mean_b - mean[c];
-            mean[c] += delta * weight_b;
-            m2[c] += (v > 0 ? v : 0) + delta * delta * cross;
+        double count = static_cast<double>(p.end(0) - p.begin(0));
+        for (int64_t k = 1; k < p.chunks; ++k) {
+            const double nb = static_cast<double>(p.end(k) - p.begin(k)), inv = 1.0 / nb, total = count + nb;
+            const double weight_b = nb / total, cross = count * nb / total;
+            const double* s1s = w.chunk_a + k * C;
+            const double* s2s = w.chunk_b + k * C;
+            const double* shifts = w.chunk_s + k * C;
+            for (int64_t c = c0; c < c1; ++c) {
+                const double s1 = s1s[c];
+                const double mean_b = shifts[c] + s1 * inv;
+                const double v = s2s[c] - s1 * s1 * inv;
+                const double delta = mean_b - mean[c];
+                mean[c] += delta * weight_b;
+                m2[c] += (v > 0 ? v : 0) + delta * delta * cross;
+            }
+            count = total;
         }
-        count = total;
-    }
+        finish(c0, c1);
+    });
 }
 
 // Per channel: the normalization coefficients from (mean, M2), and the saved/running statistics.
@@ -831,8 +837,10 @@ void forward_training(const ForwardTrainingArgs<S>& a) {
     auto* scale = w.coefficients(1, C);
     auto* shift = w.coefficients(2, C);
     if (p.interleaved) {
-        interleaved_moments(p, a.x, w);
-        for (int64_t c = 0; c < C; ++c) finish_statistics(a, c, w.center[c], w.chunk_b[c], center[c], scale[c], shift[c]);
+        interleaved_moments(p, a.x, w, [&](int64_t c0, int64_t c1) {
+            for (int64_t c = c0; c < c1; ++c)
+                finish_statistics(a, c, w.center[c], w.chunk_b[c], center[c], scale[c], shift[c]);
+        });
         parallel_for(p.chunks, a.g.numel(), [&](int64_t k) {
             interleaved_elementwise<false>(a.x, static_cast<const S*>(nullptr), a.y, C, p.begin(k), p.end(k), center,
                                            scale, static_cast<const Compute<S>*>(nullptr), shift, stream);
