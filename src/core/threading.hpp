@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include <omp.h>
+
 namespace bnorm::detail {
 
 int num_threads();
@@ -24,6 +26,32 @@ void parallel_for(int64_t count, int64_t work, Body&& body) {
     }
 #pragma omp parallel for schedule(static) num_threads(static_cast<int>(threads))
     for (int64_t i = 0; i < count; ++i) body(i);
+}
+
+// The same with a split of its own: thread t of T runs [count*t/T, count*(t+1)/T), in order or
+// (reverse) last first. Two loops over the same count and work give each thread the same indices,
+// so a second pass in reverse finds what the thread read last in its own core's cache.
+template <class Body>
+void parallel_for_split(int64_t count, int64_t work, bool reverse, Body&& body) {
+    constexpr int64_t kMinWorkPerThread = 1 << 15;
+    int64_t threads = num_threads();
+    if (threads > count) threads = count;
+    if (threads > work / kMinWorkPerThread) threads = work / kMinWorkPerThread;
+    auto run = [&](int64_t begin, int64_t end) {
+        if (reverse)
+            for (int64_t i = end; i-- > begin;) body(i);
+        else
+            for (int64_t i = begin; i < end; ++i) body(i);
+    };
+    if (threads <= 1) {
+        run(0, count);
+        return;
+    }
+#pragma omp parallel num_threads(static_cast<int>(threads))
+    {
+        const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+        run(count * t / n, count * (t + 1) / n);
+    }
 }
 
 }  // namespace bnorm::detail

@@ -764,7 +764,7 @@ bool streams(const Geometry& g) {
 template <class S, class Finish>
 void interleaved_moments(const Plan& p, const S* x, const Scratch<S>& w, Finish&& finish) {
     const int64_t C = p.g.c;
-    parallel_for(p.chunks, p.g.numel(), [&](int64_t k) {
+    parallel_for_split(p.chunks, p.g.numel(), false, [&](int64_t k) {
         interleaved_sums<false>(x, static_cast<const S*>(nullptr), C, p.begin(k), p.end(k), nullptr, w.chunk_s + k * C,
                                 w.chunk_a + k * C, w.chunk_b + k * C);
     });
@@ -841,7 +841,7 @@ void forward_training(const ForwardTrainingArgs<S>& a) {
             for (int64_t c = c0; c < c1; ++c)
                 finish_statistics(a, c, w.center[c], w.chunk_b[c], center[c], scale[c], shift[c]);
         });
-        parallel_for(p.chunks, a.g.numel(), [&](int64_t k) {
+        parallel_for_split(p.chunks, a.g.numel(), true, [&](int64_t k) {
             interleaved_elementwise<false>(a.x, static_cast<const S*>(nullptr), a.y, C, p.begin(k), p.end(k), center,
                                            scale, static_cast<const Compute<S>*>(nullptr), shift, stream);
         });
@@ -925,7 +925,7 @@ void backward_coefficients(const BackwardArgs<S>& a, int64_t c, double sum_dy, d
 template <class S>
 void interleaved_gradients(const Plan& p, const S* dy, const S* x, const Compute<S>* center, const Scratch<S>& w) {
     const int64_t C = p.g.c;
-    parallel_for(p.chunks, 2 * p.g.numel(), [&](int64_t k) {
+    parallel_for_split(p.chunks, 2 * p.g.numel(), false, [&](int64_t k) {
         interleaved_sums<true>(x, dy, C, p.begin(k), p.end(k), center, nullptr, w.chunk_a + k * C, w.chunk_b + k * C);
     });
     for (int64_t k = 1; k < p.chunks; ++k)
@@ -950,7 +950,7 @@ void backward(const BackwardArgs<S>& a) {
         interleaved_gradients(p, a.dy, a.x, center, w);
         for (int64_t c = 0; c < C; ++c)
             backward_coefficients(a, c, w.chunk_a[c], w.chunk_b[c], center, scale, slope, shift);
-        parallel_for(p.chunks, 2 * a.g.numel(), [&](int64_t k) {
+        parallel_for_split(p.chunks, 2 * a.g.numel(), true, [&](int64_t k) {
             interleaved_elementwise<true>(a.x, a.dy, a.dx, C, p.begin(k), p.end(k), center, scale, slope, shift,
                                           stream);
         });
