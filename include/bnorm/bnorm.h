@@ -6,7 +6,7 @@
  * Parameter and statistics buffers (weight, bias, running_mean, running_var, save_mean,
  * save_invstd, dweight, dbias) have c elements and are double when desc->dtype is BNORM_F64, float
  * otherwise (also for BNORM_BF16 and BNORM_F16: the mixed-precision contract, with all arithmetic
- * in float32 and float64 accumulation). NULL is accepted where an argument is optional.
+ * and accumulation in float32, block sums gathered in float64). NULL is accepted where an argument is optional.
  *
  *   bnorm_desc d = {BNORM_F32, BNORM_CHANNELS_FIRST, 32, 64, 28 * 28};  // N, C, H*W
  *   bnorm_options o = {1e-5, 0.1, 1};                                   // PyTorch defaults

@@ -68,8 +68,8 @@ struct Options {
 // ---- 16-bit floating-point data ----------------------------------------------------------------
 // bfloat16 and float16 (IEEE 754 binary16) values, held as their bits. They are the element types
 // of x, y, dy and dx only: with them, weight, bias, the running and saved statistics and the
-// parameter gradients are float (param_t), and every operation computes in float32 with float64
-// accumulation (the mixed-precision contract; see docs/semantics.md).
+// parameter gradients are float (param_t), and every operation computes and accumulates in float32
+// (block sums gathered in float64; the mixed-precision contract: see docs/semantics.md).
 struct bfloat16 {
     uint16_t bits = 0;
 };
