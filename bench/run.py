@@ -6,8 +6,8 @@
 
 Builds nothing: --build is a build folder configured with -DBNORM_BUILD_BENCH=ON (scripts/bench
 does both). In this order, on the same shapes and thread counts, it runs
-  1. bench/stream_copy (STREAM copy, non-temporal stores, read + write bytes), per thread count, at the
-     start and again at the end (rows are held against the higher of the two);
+  1. bench/stream_copy (STREAM copy, non-temporal stores, read + write bytes), per thread count, right
+     before and right after bnorm's phase at that count (rows are held against the higher of the two);
   2. bench/bench_kernels (bnorm, C ABI) and 3. bench/bench_onednn (oneDNN), one process per thread
      count (OMP_NUM_THREADS and --threads), Google Benchmark JSON, median of the repetitions;
   4. PyTorch in this process (torch.set_num_threads; aten.native_batch_norm and
@@ -158,9 +158,9 @@ def run_gbench(binary, threads, args, extra):
     return results, doc.get("context", {})
 
 
-def stream(build, args):
+def stream(build, args, threads):
     mb, reps = (400, 11) if not (args.quick or args.smoke) else (200, 5)
-    cmd = [os.path.join(build, "bench", "stream_copy"), str(mb), str(reps)] + [str(t) for t in args.threads]
+    cmd = [os.path.join(build, "bench", "stream_copy"), str(mb), str(reps)] + [str(t) for t in threads]
     print("  " + " ".join(cmd), file=sys.stderr, flush=True)
     doc = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, env=child_env(1)).stdout)
     return {r["threads"]: r["gbps"] for r in doc["results"]}, doc
@@ -349,25 +349,25 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc)
 
     load = ForeignLoad(args.wait_quiet)
-    print("STREAM copy", file=sys.stderr)
-    copy, _ = load.measure("STREAM", stream, build, args)
-    bn, on, ctx = {}, {}, {}
+    # The copy bandwidth of a shared machine drifts (15-24 GB/s on one thread within an hour here),
+    # so it is measured right before and right after bnorm's phase at each thread count, and the
+    # rows are held against the higher of the two.
+    bn, on, ctx, copy_before, copy_after = {}, {}, {}, {}, {}
     for t in args.threads:
+        print(f"STREAM copy, {t} thread(s)", file=sys.stderr)
+        copy_before[t] = load.measure(f"STREAM t{t}", stream, build, args, [t])[0][t]
         print(f"bnorm, {t} thread(s)", file=sys.stderr)
         r, ctx["bnorm"] = load.measure(f"bnorm t{t}", run_gbench, os.path.join(build, "bench", "bench_kernels"), t, args, [])
         bn.update(r)
+        print(f"STREAM copy, {t} thread(s), again", file=sys.stderr)
+        copy_after[t] = load.measure(f"STREAM t{t} after", stream, build, args, [t])[0][t]
         print(f"oneDNN, {t} thread(s)", file=sys.stderr)
         r, ctx["onednn"] = load.measure(f"oneDNN t{t}", run_gbench, os.path.join(build, "bench", "bench_onednn"), t, args, [])
         on.update(r)
     print("PyTorch", file=sys.stderr)
     lib.bnorm_set_num_threads(args.threads[0])
     tr = load.measure("PyTorch", torch_cases, torch, lib, args, args.threads)
-    # The copy bandwidth of a shared machine drifts (15-24 GB/s on one thread within an hour here):
-    # measured again at the end, and rows are held against the higher of the two.
-    print("STREAM copy, again", file=sys.stderr)
-    copy_end, _ = load.measure("STREAM end", stream, build, args)
-    copy_start = copy
-    copy = {t: max(copy_start[t], copy_end[t]) for t in args.threads}
+    copy = {t: max(copy_before[t], copy_after[t]) for t in args.threads}
 
     header = ["shape", "layout", "dtype", "thr", "op", "bnorm ms", "GB/s", "% STREAM", "PyTorch ms", "oneDNN ms",
               "x PyTorch", "x oneDNN", "check", "target"]
@@ -420,9 +420,9 @@ def main():
     onednn_version = ctx.get("onednn", {}).get("onednn_version", "?")
     notes = [
         f"Date {started:%Y-%m-%d %H:%M} UTC; machine: {machine()}; {platform.platform()}.",
-        "STREAM copy (bench/stream_copy, non-temporal stores, read+write bytes, median), at the start and at the end "
-        "of the run; % STREAM is against the higher: " +
-        ", ".join(f"{t} thread{'s' if t > 1 else ''} {copy_start[t]:.1f} and {copy_end[t]:.1f} GB/s"
+        "STREAM copy (bench/stream_copy, non-temporal stores, read+write bytes, median), right before and right "
+        "after bnorm's phase at each thread count; % STREAM is against the higher: " +
+        ", ".join(f"{t} thread{'s' if t > 1 else ''} {copy_before[t]:.1f} and {copy_after[t]:.1f} GB/s"
                   for t in args.threads) + ".",
         f"bnorm {lib.bnorm_version().decode()} (bench_kernels, C ABI); oneDNN {onednn_version} (bench_onednn; "
         "(b) = nChw16c kernel + reorders from/to nchw was faster than the nchw kernel); "
@@ -455,7 +455,7 @@ def main():
                 f.write("| " + " | ".join(c.replace("|", "/") for c in r) + " |\n")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"stream": copy, "stream_start": copy_start, "stream_end": copy_end, "bnorm": bn, "onednn": on, "notes": notes,
+            json.dump({"stream": copy, "stream_before": copy_before, "stream_after": copy_after, "bnorm": bn, "onednn": on, "notes": notes,
                        "torch": {"/".join(map(str, k)): v for k, v in tr.items()}}, f, indent=1)
     elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     print(f"\n({elapsed:.0f} s)", file=sys.stderr)
