@@ -210,10 +210,8 @@ HWY_INLINE void store(D d, hn::Vec<D> v, bfloat16* p, bool stream) {
     // flushes subnormal inputs to zero: it is used for whole vectors without subnormals, through
     // inline assembly since this Highway version has no target with it.
     if constexpr (hn::MaxLanes(d) == 16) {
-        const auto magnitude = hn::And(bits, hn::Set(d32, 0x7fffffffu));
-        const auto subnormal = hn::Lt(hn::BitCast(hn::RebindToSigned<D>(), hn::Sub(magnitude, hn::Set(d32, 1u))),
-                                      hn::Set(hn::RebindToSigned<D>(), 0x007fffff));
-        if (cpu::kHasAvx512Bf16 && hn::AllFalse(hn::RebindToSigned<D>(), subnormal)) {
+        // vfpclassps (AVX512DQ, part of this target) with category 0x20: the subnormal lanes.
+        if (cpu::kHasAvx512Bf16 && _mm512_fpclass_ps_mask(v.raw, 0x20) == 0) {
             __m256i half;
             asm("vcvtneps2bf16 %1, %0" : "=v"(half) : "v"(v.raw));
             const hn::Rebind<uint16_t, D> d16;
