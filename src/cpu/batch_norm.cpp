@@ -1211,8 +1211,10 @@ void backward_inference(const BackwardInferenceArgs<S>& a) {
                 w.chunk_b[c] += w.chunk_b[k * C + c];
             }
     } else {
-        // Channel by channel, or in groups of channels with short planes (the same order per channel).
-        const int64_t G = channel_group(p, sizeof(S));
+        // One pass, so nothing has to stay in cache between passes: groups of channels as large as
+        // leave four tasks per thread, visited sample by sample, read dy and x in long contiguous
+        // pieces (each channel's values are still added in the same order).
+        const int64_t G = std::max<int64_t>(1, std::min(kMaxGroup, C / (4 * num_threads())));
         parallel_for((C + G - 1) / G, 2 * a.g.numel(), [&](int64_t t) {
             const int64_t c0 = t * G, c1 = std::min(C, c0 + G);
             PairSums<S> channel_sums[kMaxGroup];
