@@ -12,14 +12,20 @@ namespace bnorm::detail {
 int num_threads();
 int set_num_threads(int n);  // n <= 0: back to the default; returns the previous value
 
-// Calls body(i) for every i in [0, count), spread over num_threads() threads when the problem is
-// large enough to pay for it (work: elements touched in all). body must not throw.
-template <class Body>
-void parallel_for(int64_t count, int64_t work, Body&& body) {
+// Threads worth starting for `count` pieces of work touching `work` elements in all.
+inline int64_t threads_for(int64_t count, int64_t work) {
     constexpr int64_t kMinWorkPerThread = 1 << 15;
     int64_t threads = num_threads();
     if (threads > count) threads = count;
     if (threads > work / kMinWorkPerThread) threads = work / kMinWorkPerThread;
+    return threads;
+}
+
+// Calls body(i) for every i in [0, count), spread over num_threads() threads when the problem is
+// large enough to pay for it (work: elements touched in all). body must not throw.
+template <class Body>
+void parallel_for(int64_t count, int64_t work, Body&& body) {
+    const int64_t threads = threads_for(count, work);
     if (threads <= 1) {
         for (int64_t i = 0; i < count; ++i) body(i);
         return;
@@ -33,10 +39,7 @@ void parallel_for(int64_t count, int64_t work, Body&& body) {
 // so a second pass in reverse finds what the thread read last in its own core's cache.
 template <class Body>
 void parallel_for_split(int64_t count, int64_t work, bool reverse, Body&& body) {
-    constexpr int64_t kMinWorkPerThread = 1 << 15;
-    int64_t threads = num_threads();
-    if (threads > count) threads = count;
-    if (threads > work / kMinWorkPerThread) threads = work / kMinWorkPerThread;
+    const int64_t threads = threads_for(count, work);
     auto run = [&](int64_t begin, int64_t end) {
         if (reverse)
             for (int64_t i = end; i-- > begin;) body(i);

@@ -4,7 +4,8 @@
 //
 // Batch normalization is memory-bound, so every operation is arranged to move each byte as few
 // times as possible:
-//   forward training, channels-first: one task per channel reads the channel once for its
+//   forward training, channels-first: one task per channel (or per group of channels with short
+//     planes, visited sample by sample) reads the channel once for its
 //     statistics (single-pass shifted sums per chunk, merged with Chan's formula) and normalizes
 //     it while it is still in the core's cache (a channel of 32x112x112 float32 is 1.6 MB);
 //   forward training, channels-last: one read for the statistics (per-chunk sums, vectorized
@@ -94,18 +95,6 @@ void for_each_run(const Geometry& g, int64_t c, int64_t i0, int64_t i1, Run&& ru
     }
 }
 
-// The same runs, last first: a second pass over a channel that starts where the first ended
-// finds its most recently read part still in the cache.
-template <class Run>
-void for_each_run_reverse(const Geometry& g, int64_t c, int64_t i0, int64_t i1, Run&& run) {
-    for (int64_t e = i1; e > i0;) {
-        const int64_t sample = (e - 1) / g.spatial;
-        const int64_t start = std::max(i0, sample * g.spatial);
-        run((sample * g.c + c) * g.spatial + (start - sample * g.spatial), e - start);
-        e = start;
-    }
-}
-
 // Scratch memory of the calling thread, reused across calls: no allocation once warmed up.
 inline double* workspace(size_t doubles) {
     thread_local std::vector<double> buffer;
@@ -151,7 +140,6 @@ HWY_BEFORE_NAMESPACE();
 namespace bnorm::detail::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 using cpu::for_each_run;
-using cpu::for_each_run_reverse;
 using cpu::Moments;
 using cpu::Plan;
 
@@ -377,9 +365,7 @@ struct PairSums {
 
     HWY_INLINE PairSums() = default;
     // Moments are accumulated around x0 (a value of the data: see from_shifted).
-    HWY_INLINE explicit PairSums(double around) : x0(around) {
-        for (double& v : shift) v = around;
-    }
+    HWY_INLINE explicit PairSums(double around) { reset(around); }
     HWY_INLINE void reset(double around) {
         for (size_t i = 0; i < kLanes; ++i) {
             a[i] = b[i] = 0;
@@ -685,13 +671,6 @@ Moments planar_chunk_moments(const Plan& p, const S* x, int64_t c, int64_t k) {
 }
 
 template <class S>
-Moments planar_channel_moments(const Plan& p, const S* x, int64_t c) {
-    Moments total = planar_chunk_moments(p, x, c, 0);
-    for (int64_t k = 1; k < p.chunks; ++k) cpu::merge(total, planar_chunk_moments(p, x, c, k));
-    return total;
-}
-
-template <class S>
 void planar_chunk_gradients(const Plan& p, const S* dy, const S* x, int64_t c, int64_t k, Compute<S> center,
                             double& sum_dy, double& sum_dy_centered) {
     PairSums<S> sums;
@@ -699,26 +678,6 @@ void planar_chunk_gradients(const Plan& p, const S* dy, const S* x, int64_t c, i
                  [&](int64_t offset, int64_t length) { sums.add_gradients(dy + offset, x + offset, length, center); });
     sum_dy = sums.total_a();
     sum_dy_centered = sums.total_b();
-}
-
-// Sums of channel c in chunk order (the same additions as merging the chunks' sums).
-template <class S>
-void planar_channel_gradients(const Plan& p, const S* dy, const S* x, int64_t c, Compute<S> center, double& sum_dy,
-                              double& sum_dy_centered) {
-    planar_chunk_gradients(p, dy, x, c, 0, center, sum_dy, sum_dy_centered);
-    for (int64_t k = 1; k < p.chunks; ++k) {
-        double a = 0, b = 0;
-        planar_chunk_gradients(p, dy, x, c, k, center, a, b);
-        sum_dy += a;
-        sum_dy_centered += b;
-    }
-}
-
-// Runs of channel c's plane positions [i0, i1), in order or (reverse) last first.
-template <class Run>
-void runs(const Plan& p, int64_t c, int64_t i0, int64_t i1, bool reverse, Run&& run) {
-    if (reverse) for_each_run_reverse(p.g, c, i0, i1, run);
-    else for_each_run(p.g, c, i0, i1, run);
 }
 
 // out = (x - center)*scale + shift over channel c's plane positions [i0, i1).
@@ -732,9 +691,9 @@ HWY_INLINE void affine_run(const S* x, S* out, int64_t offset, int64_t length, C
 
 template <class S>
 void planar_affine(const Plan& p, const S* x, S* out, int64_t c, int64_t i0, int64_t i1, Compute<S> center,
-                   Compute<S> scale, Compute<S> shift, bool stream, bool reverse = false) {
-    runs(p, c, i0, i1, reverse,
-         [&](int64_t offset, int64_t length) { affine_run(x, out, offset, length, center, scale, shift, stream); });
+                   Compute<S> scale, Compute<S> shift, bool stream) {
+    for_each_run(p.g, c, i0, i1,
+                 [&](int64_t offset, int64_t length) { affine_run(x, out, offset, length, center, scale, shift, stream); });
 }
 
 // out = x*scale[c] + shift[c] over a channels-first array in memory order, in tasks of whole planes
@@ -770,8 +729,8 @@ HWY_INLINE void backward_run(const S* dy, const S* x, S* dx, int64_t offset, int
 template <class S>
 void planar_backward_elementwise(const Plan& p, const S* dy, const S* x, S* dx, int64_t c, int64_t i0, int64_t i1,
                                  Compute<S> center, Compute<S> scale, Compute<S> slope, Compute<S> shift,
-                                 bool stream, bool reverse = false) {
-    runs(p, c, i0, i1, reverse, [&](int64_t offset, int64_t length) {
+                                 bool stream) {
+    for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) {
         backward_run(dy, x, dx, offset, length, center, scale, slope, shift, stream);
     });
 }
@@ -818,7 +777,8 @@ void group_runs(const Plan& p, int64_t c0, int64_t c1, bool chunked, bool revers
     }
 }
 
-// The moments of channels [c0, c1) (planar_channel_moments of each), into out[c - c0].
+// The moments of channels [c0, c1), into out[c - c0]: per chunk (planar_chunk_moments), merged in
+// chunk order.
 template <class S>
 void planar_group_moments(const Plan& p, const S* x, int64_t c0, int64_t c1, Moments* out) {
     PairSums<S> sums[kMaxGroup];
@@ -843,7 +803,7 @@ void planar_group_moments(const Plan& p, const S* x, int64_t c0, int64_t c1, Mom
     for (int64_t u = 0; u < c1 - c0; ++u) close(u);
 }
 
-// The gradient sums of channels [c0, c1) (planar_channel_gradients of each).
+// The gradient sums of channels [c0, c1): per chunk (planar_chunk_gradients), added in chunk order.
 template <class S>
 void planar_group_gradients(const Plan& p, const S* dy, const S* x, int64_t c0, int64_t c1, const Compute<S>* center,
                             double* sum_dy, double* sum_dy_centered) {
@@ -996,9 +956,10 @@ void forward_training(const ForwardTrainingArgs<S>& a) {
             interleaved_elementwise<false>(a.x, static_cast<const S*>(nullptr), a.y, C, p.begin(k), p.end(k), center,
                                            scale, static_cast<const Compute<S>*>(nullptr), shift, stream);
         });
-    } else if (const int64_t G = channel_group(p, sizeof(S)); C >= num_threads() && G > 1) {
-        // Groups of channels with short planes: statistics, then the normalization while the
-        // group is in cache (last sample first).
+    } else if (C >= num_threads()) {
+        // A task per channel, or per group of channels with short planes: statistics, then the
+        // normalization while the channel or group is in cache (last sample first).
+        const int64_t G = channel_group(p, sizeof(S));
         parallel_for((C + G - 1) / G, a.g.numel(), [&](int64_t t) {
             const int64_t c0 = t * G, c1 = std::min(C, c0 + G);
             Moments mo[kMaxGroup];
@@ -1008,13 +969,6 @@ void forward_training(const ForwardTrainingArgs<S>& a) {
             group_runs(p, c0, c1, false, true, [&](int64_t c, int64_t, int64_t offset, int64_t length) {
                 affine_run(a.x, a.y, offset, length, center[c], scale[c], shift[c], stream);
             });
-        });
-    } else if (C >= num_threads()) {
-        // One task per channel: statistics, then the normalization while the channel is in cache.
-        parallel_for(C, a.g.numel(), [&](int64_t c) {
-            const Moments mo = planar_channel_moments(p, a.x, c);
-            finish_statistics(a, c, mo.mean, mo.m2, center[c], scale[c], shift[c]);
-            planar_affine(p, a.x, a.y, c, 0, a.g.per_channel(), center[c], scale[c], shift[c], stream, true);
         });
     } else {
         // Fewer channels than threads: the chunks of every channel in parallel, the same merges.
@@ -1118,8 +1072,11 @@ void backward(const BackwardArgs<S>& a) {
             interleaved_elementwise<true>(a.x, a.dy, a.dx, C, p.begin(k), p.end(k), center, scale, slope, shift,
                                           stream);
         });
-    } else if (const int64_t G = channel_group(p, sizeof(S)); C >= num_threads() && G > 1) {
-        // Groups of channels with short planes: the sums, then dx while the group is in cache.
+    } else if (C >= num_threads()) {
+        // A task per channel, or per group of channels with short planes: both sums, then dx while
+        // the channel or group is in cache (dx may alias dy or x: every read of a channel's sums
+        // comes before its first write).
+        const int64_t G = channel_group(p, sizeof(S));
         parallel_for((C + G - 1) / G, 2 * a.g.numel(), [&](int64_t t) {
             const int64_t c0 = t * G, c1 = std::min(C, c0 + G);
             double sum_dy[kMaxGroup], sum_dy_centered[kMaxGroup];
@@ -1129,16 +1086,6 @@ void backward(const BackwardArgs<S>& a) {
             group_runs(p, c0, c1, false, true, [&](int64_t c, int64_t, int64_t offset, int64_t length) {
                 backward_run(a.dy, a.x, a.dx, offset, length, center[c], scale[c], slope[c], shift[c], stream);
             });
-        });
-    } else if (C >= num_threads()) {
-        // One task per channel: both sums, then dx while dy and x are in cache (dx may alias them:
-        // every read of the channel's sums comes before its first write).
-        parallel_for(C, 2 * a.g.numel(), [&](int64_t c) {
-            double sum_dy = 0, sum_dy_centered = 0;
-            planar_channel_gradients(p, a.dy, a.x, c, center[c], sum_dy, sum_dy_centered);
-            backward_coefficients(a, c, sum_dy, sum_dy_centered, center, scale, slope, shift);
-            planar_backward_elementwise(p, a.dy, a.x, a.dx, c, 0, a.g.per_channel(), center[c], scale[c], slope[c],
-                                        shift[c], stream, true);
         });
     } else {
         parallel_for(C * p.chunks, 2 * a.g.numel(), [&](int64_t t) {
