@@ -1,7 +1,8 @@
 // The production kernels on every instruction set this machine has (Highway's AVX-512, AVX2 and
 // baseline builds, forced one at a time), for every element type (float32, float64, bfloat16,
 // float16), against the float64 reference; the 16-bit formats' conversions, exactly; float16
-// inputs whose sum of squares overflows float16; thread-count independence for 16-bit data.
+// inputs whose sum of squares overflows float16; thread-count independence for 16-bit data; problems
+// large enough for the prefetching loops.
 //
 // Tolerances for 16-bit outputs come from the format: the production kernels compute in float32
 // and round once, the reference computes in float64 and rounds once, so the two may differ by one
@@ -174,6 +175,23 @@ TEST_P(EveryTarget, float16_input_whose_sum_of_squares_overflows_float16_gives_f
         for (const float16 v : y) EXPECT_TRUE(std::isfinite(to_float(v)));
     }
 }
+
+// Problems above 16 MB per tensor run the loops compiled with software prefetches (and stream
+// their outputs): they must compute the same as the reference too. 17 MB per tensor, on the best
+// target (the prefetches are hints and the arithmetic is the same code on every target).
+template <class S>
+void check_prefetched_problem() {
+    const int64_t spatial = (int64_t{17} << 20) / (8 * 20 * static_cast<int64_t>(sizeof(S)));
+    for (Layout layout : {Layout::channels_first, Layout::channels_last}) {
+        const Shape shape{8, 20, spatial, layout};
+        SCOPED_TRACE(shape_name(shape));
+        check_all_operations<S>(shape);
+    }
+}
+TEST(LargeProblems, prefetched_loops_match_reference_f32) { check_prefetched_problem<float>(); }
+TEST(LargeProblems, prefetched_loops_match_reference_f64) { check_prefetched_problem<double>(); }
+TEST(LargeProblems, prefetched_loops_match_reference_bf16) { check_prefetched_problem<bfloat16>(); }
+TEST(LargeProblems, prefetched_loops_match_reference_f16) { check_prefetched_problem<float16>(); }
 
 std::string target_name(const ::testing::TestParamInfo<int64_t>& info) { return hwy::TargetName(info.param); }
 INSTANTIATE_TEST_SUITE_P(Targets, EveryTarget, ::testing::ValuesIn(targets()), target_name);
