@@ -5,11 +5,13 @@
                                   [--quick | --smoke] [--threads 1,2] [--dtypes f32,bf16,f16] [--repeats 7]
 
 Builds nothing: --build is a build folder configured with -DBNORM_BUILD_BENCH=ON (scripts/bench
-does both). In this order, on the same shapes and thread counts, it runs
-  1. bench/stream_copy (STREAM copy, non-temporal stores, read + write bytes), per thread count, right
-     before and right after bnorm's phase at that count (rows are held against the higher of the two);
-  2. bench/bench_kernels (bnorm, C ABI) and 3. bench/bench_onednn (oneDNN), one process per thread
-     count (OMP_NUM_THREADS and --threads), Google Benchmark JSON, median of the repetitions;
+does both). The machine's bandwidth drifts (15-24 GB/s on one thread within an hour here), so the
+tools are interleaved case by case: for each thread count, for each (shape, layout, dtype) group,
+  1. bench/stream_copy (STREAM copy, non-temporal stores, read + write bytes); it runs again after
+     the group, and the group's rows are held against the higher of the two figures;
+  2. bench/bench_kernels (bnorm, C ABI) and 3. bench/bench_onednn (oneDNN) on the group's four
+     operations, a process each (OMP_NUM_THREADS and --threads, --benchmark_filter), Google
+     Benchmark JSON, median of the repetitions;
   4. PyTorch in this process (torch.set_num_threads; aten.native_batch_norm and
      native_batch_norm_backward, the kernels under torch.batch_norm), median of the repeats, after
      a warm-up call. Debian's torch 1.13 has no CPU kernel for the out= variants, so outputs are
@@ -110,22 +112,35 @@ class ForeignLoad:
                 break
             self.waited += w1 - w0
 
-    def measure(self, name, fn, *a):
+    def measure(self, kind, group, fn, *a):
+        """Runs fn(*a) as a phase of this kind ("bnorm", "STREAM", ...) for this group of cases."""
         self._wait()
         b0, o0, w0 = self._sample()
         r = fn(*a)
         b1, o1, w1 = self._sample()
-        self.phases.append((name, max(0.0, (b1 - b0) - (o1 - o0)) / max(w1 - w0, 1e-9)))
+        self.phases.append((kind, group, max(0.0, (b1 - b0) - (o1 - o0)), max(w1 - w0, 1e-9)))
         return r
 
-    def disturbed(self, names, threads):
-        """True when the phases named would have needed more cores than were free: this run's threads
-        plus the other processes' load above the machine's cores (with a quarter core of slack)."""
-        load = max((c for n, c in self.phases if n in names), default=0.0)
+    def _load(self, phases):
+        """Other processes' CPU time over the wall time of these phases, in cores. /proc/stat counts
+        in ticks (10 ms), so phases shorter than a second in all are not judged (0)."""
+        busy, wall = sum(p[2] for p in phases), sum(p[3] for p in phases)
+        return busy / wall if wall >= 1.0 else 0.0
+
+    def disturbed(self, group, threads):
+        """True when the group's phases would have needed more cores than were free: this run's
+        threads plus the other processes' load above the machine's cores (a quarter core of slack)."""
+        load = self._load([p for p in self.phases if p[1] == group])
         return threads + load > (os.cpu_count() or 1) + 0.25
 
     def summary(self):
-        return ", ".join(f"{n} {c:.2f}" for n, c in self.phases)
+        """The load over all phases of each kind, and the highest of any group."""
+        kinds = {}
+        for p in self.phases:
+            kinds.setdefault(p[0], []).append(p)
+        groups = {p[1] for p in self.phases if p[1] is not None}
+        worst = max((self._load([p for p in self.phases if p[1] == g]) for g in groups), default=0.0)
+        return ", ".join(f"{k} {self._load(v):.2f}" for k, v in kinds.items()) + f"; highest group {worst:.2f}"
 
 
 # ---- the C++ binaries --------------------------------------------------------------------------
@@ -135,14 +150,12 @@ def child_env(threads):
     return env
 
 
-def run_gbench(binary, threads, args, extra):
-    cmd = [binary, f"--threads={threads}", f"--dtypes={','.join(args.dtypes)}", "--benchmark_format=json",
+def run_gbench(binary, threads, args, extra, dtypes=None):
+    cmd = [binary, f"--threads={threads}", f"--dtypes={','.join(dtypes or args.dtypes)}", "--benchmark_format=json",
            f"--benchmark_repetitions={args.repeats}", "--benchmark_report_aggregates_only=true",
            f"--benchmark_min_time={args.min_time}"] + extra
     if args.quick:
         cmd.append("--quick")
-    if args.smoke:
-        cmd.append("--benchmark_filter=/60x100/")
     print("  " + " ".join(cmd), file=sys.stderr, flush=True)
     out = subprocess.run(cmd, capture_output=True, text=True, env=child_env(threads))
     if out.returncode != 0:
@@ -159,7 +172,7 @@ def run_gbench(binary, threads, args, extra):
 
 
 def stream(build, args, threads):
-    mb, reps = (400, 11) if not (args.quick or args.smoke) else (200, 5)
+    mb, reps = (400, 7) if not (args.quick or args.smoke) else (200, 5)
     cmd = [os.path.join(build, "bench", "stream_copy"), str(mb), str(reps)] + [str(t) for t in threads]
     print("  " + " ".join(cmd), file=sys.stderr, flush=True)
     doc = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, env=child_env(1)).stdout)
@@ -212,12 +225,20 @@ def scaled_diff(outs, refs):
 
 
 # ---- PyTorch ------------------------------------------------------------------------------------
-def torch_cases(torch, lib, args, threads_list):
-    """{(shape, layout, dtype, op, threads): {"ms"| "error", "check", "bnorm_check"}}"""
-    res = {}
-    aten = torch.ops.aten
-    for s in selected_shapes(args):
-        for layout in layouts_of(s):
+class TorchCases:
+    """PyTorch on one (shape, layout, dtype) group at one thread count at a time:
+    {(shape, layout, dtype, op, threads): {"ms" | "error", "check", "bnorm_check"}}. Inputs are
+    made once per (shape, layout) and the checks run once per case (on the first call)."""
+
+    def __init__(self, torch, lib, args):
+        self.torch, self.lib, self.args = torch, lib, args
+        self.inputs_key, self.inputs = None, None
+        self.checks = {}  # (shape, layout, dtype, op) -> (check, bnorm_check) or an error text
+
+    def _inputs(self, s, layout):
+        torch = self.torch
+        if self.inputs_key != (s, layout):
+            self.inputs = None  # free the previous group's tensors first
             n, c, h, w = s
             torch.manual_seed(0)
             shape = (n, c) if layout == "nc" else (n, c, h, w)
@@ -227,56 +248,70 @@ def torch_cases(torch, lib, args, threads_list):
             if layout == "nhwc":
                 x32 = x32.contiguous(memory_format=torch.channels_last)
                 dy32 = dy32.contiguous(memory_format=torch.channels_last)
-            for dtype in args.dtypes:
-                tdt = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[dtype]
-                x, dy = x32.to(tdt), dy32.to(tdt)
-                xr, dyr = x.float(), dy.float()  # the same values in float32 (exact)
-                p = params(torch, c)
-                for op in OPS:
-                    ref = bnorm_op(lib, torch, 0, layout, op, xr, dyr, p)[1]
-                    bn_check = None
-                    if dtype != "f32":  # bnorm's own low-precision kernels, where this build has them
-                        st, outs = bnorm_op(lib, torch, BNORM_DTYPE[dtype], layout, op, x, dy, p)
-                        bn_check = scaled_diff(outs, ref) if st == 0 else None
-                    g, b, rm, rv = (t.clone() for t in p)
-                    saved = []  # the training backward's saved statistics, from one forward
-                    calls = {
-                        "fwd-train": lambda: aten.native_batch_norm(x, g, b, rm, rv, True, MOMENTUM, EPS),
-                        "fwd-infer": lambda: aten.native_batch_norm(x, g, b, rm, rv, False, MOMENTUM, EPS),
-                        "backward": lambda: aten.native_batch_norm_backward(dy, x, g, rm, rv, *saved, True, EPS, [True] * 3),
-                        "bwd-infer": lambda: aten.native_batch_norm_backward(dy, x, g, rm, rv, None, None, False, EPS, [True] * 3),
-                    }
-                    fn = calls[op]
-                    try:
-                        if op == "backward":
-                            saved = aten.native_batch_norm(x, g, b, rm.clone(), rv.clone(), True, MOMENTUM, EPS)[1:]
-                        first = fn()  # the check, on the first call
-                    except RuntimeError as e:
-                        for t in threads_list:
-                            res[(s, layout, dtype, op, t)] = {"error": "unsupported: " + str(e).splitlines()[0],
-                                                              "bnorm_check": bn_check}
-                        continue
-                    outs = [first[0]] if op.startswith("fwd") else list(first)
-                    check = scaled_diff(outs, ref)
-                    del first, outs
-                    for t in threads_list:
-                        torch.set_num_threads(t)
-                        fn()  # warm-up at this thread count
-                        t0 = time.perf_counter()
-                        fn()
-                        one = time.perf_counter() - t0
-                        iters = max(1, min(10000, int(args.min_time / max(one, 1e-7))))
-                        times = []
-                        for _ in range(args.repeats):
-                            t0 = time.perf_counter()
-                            for _ in range(iters):
-                                fn()
-                            times.append((time.perf_counter() - t0) * 1e3 / iters)
-                        res[(s, layout, dtype, op, t)] = {"ms": statistics.median(times), "check": check,
-                                                          "bnorm_check": bn_check}
-                    torch.set_num_threads(threads_list[0])
-            print(f"  torch {shape_name(s)} {layout} done", file=sys.stderr, flush=True)
-    return res
+            self.inputs_key, self.inputs = (s, layout), (x32, dy32)
+        return self.inputs
+
+    def run(self, s, layout, dtype, threads):
+        torch, lib, args = self.torch, self.lib, self.args
+        aten = torch.ops.aten
+        res = {}
+        x32, dy32 = self._inputs(s, layout)
+        tdt = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[dtype]
+        x, dy = x32.to(tdt), dy32.to(tdt)
+        xr, dyr = x.float(), dy.float()  # the same values in float32 (exact)
+        p = params(torch, s[1])
+        torch.set_num_threads(threads)
+        lib.bnorm_set_num_threads(threads)
+        for op in OPS:
+            key = (s, layout, dtype, op)
+            g, b, rm, rv = (t.clone() for t in p)
+            saved = []  # the training backward's saved statistics, from one forward
+            calls = {
+                "fwd-train": lambda: aten.native_batch_norm(x, g, b, rm, rv, True, MOMENTUM, EPS),
+                "fwd-infer": lambda: aten.native_batch_norm(x, g, b, rm, rv, False, MOMENTUM, EPS),
+                "backward": lambda: aten.native_batch_norm_backward(dy, x, g, rm, rv, *saved, True, EPS, [True] * 3),
+                "bwd-infer": lambda: aten.native_batch_norm_backward(dy, x, g, rm, rv, None, None, False, EPS, [True] * 3),
+            }
+            fn = calls[op]
+            try:
+                if op == "backward":
+                    saved = aten.native_batch_norm(x, g, b, rm.clone(), rv.clone(), True, MOMENTUM, EPS)[1:]
+                first = fn()  # the check on the first call; at later thread counts, the warm-up
+            except RuntimeError as e:
+                if key not in self.checks:
+                    self.checks[key] = (None, self._bnorm_check(s, layout, dtype, op, x, dy, xr, dyr, p))
+                res[key + (threads,)] = {"error": "unsupported: " + str(e).splitlines()[0],
+                                         "bnorm_check": self.checks[key][1]}
+                continue
+            if key not in self.checks:
+                ref = bnorm_op(lib, torch, 0, layout, op, xr, dyr, p)[1]
+                outs = [first[0]] if op.startswith("fwd") else list(first)
+                self.checks[key] = (scaled_diff(outs, ref), self._bnorm_check(s, layout, dtype, op, x, dy, xr, dyr, p, ref))
+                del outs, ref
+            del first
+            fn()  # warm-up at this thread count
+            t0 = time.perf_counter()
+            fn()
+            one = time.perf_counter() - t0
+            iters = max(1, min(10000, int(args.min_time / max(one, 1e-7))))
+            times = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                for _ in range(iters):
+                    fn()
+                times.append((time.perf_counter() - t0) * 1e3 / iters)
+            check, bn_check = self.checks[key]
+            res[key + (threads,)] = {"ms": statistics.median(times), "check": check, "bnorm_check": bn_check}
+        return res
+
+    def _bnorm_check(self, s, layout, dtype, op, x, dy, xr, dyr, p, ref=None):
+        """bnorm's own low-precision kernels against bnorm float32, where this build has them."""
+        if dtype == "f32":
+            return None
+        if ref is None:
+            ref = bnorm_op(self.lib, self.torch, 0, layout, op, xr, dyr, p)[1]
+        st, outs = bnorm_op(self.lib, self.torch, BNORM_DTYPE[dtype], layout, op, x, dy, p)
+        return scaled_diff(outs, ref) if st == 0 else None
 
 
 # ---- the table ----------------------------------------------------------------------------------
@@ -315,7 +350,7 @@ def main():
     ap.add_argument("--min-time", type=float, help="seconds per repetition (default 0.05)")
     ap.add_argument("--wait-quiet", type=float,
                     help="before each phase, wait up to this many seconds for the other processes to go quiet "
-                         "(default 30, --quick 5, --smoke 0)")
+                         "(default 10, --quick 5, --smoke 0)")
     ap.add_argument("--no-tcmalloc", action="store_true", help="keep glibc malloc for PyTorch")
     args = ap.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
@@ -325,7 +360,7 @@ def main():
     if args.repeats is None:
         args.repeats = 1 if args.smoke else 3 if args.quick else 7
     if args.wait_quiet is None:
-        args.wait_quiet = 0.0 if args.smoke else 5.0 if args.quick else 30.0
+        args.wait_quiet = 0.0 if args.smoke else 5.0 if args.quick else 10.0
     if args.min_time is None:
         args.min_time = 0.001 if args.smoke else 0.05
 
@@ -349,25 +384,29 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc)
 
     load = ForeignLoad(args.wait_quiet)
-    # The copy bandwidth of a shared machine drifts (15-24 GB/s on one thread within an hour here),
-    # so it is measured right before and right after bnorm's phase at each thread count, and the
-    # rows are held against the higher of the two.
-    bn, on, ctx, copy_before, copy_after = {}, {}, {}, {}, {}
+    torch_cases = TorchCases(torch, lib, args)
+    bn, on, tr, ctx = {}, {}, {}, {}
+    copy = {}  # (shape, layout, dtype, threads) -> the higher of the STREAM figures around the group
+    copy_points = {t: [] for t in args.threads}
+    groups = [(s, layout, dtype) for s in selected_shapes(args) for layout in layouts_of(s) for dtype in args.dtypes]
+    bench = lambda name: os.path.join(build, "bench", name)
     for t in args.threads:
-        print(f"STREAM copy, {t} thread(s)", file=sys.stderr)
-        copy_before[t] = load.measure(f"STREAM t{t}", stream, build, args, [t])[0][t]
-        print(f"bnorm, {t} thread(s)", file=sys.stderr)
-        r, ctx["bnorm"] = load.measure(f"bnorm t{t}", run_gbench, os.path.join(build, "bench", "bench_kernels"), t, args, [])
-        bn.update(r)
-        print(f"STREAM copy, {t} thread(s), again", file=sys.stderr)
-        copy_after[t] = load.measure(f"STREAM t{t} after", stream, build, args, [t])[0][t]
-        print(f"oneDNN, {t} thread(s)", file=sys.stderr)
-        r, ctx["onednn"] = load.measure(f"oneDNN t{t}", run_gbench, os.path.join(build, "bench", "bench_onednn"), t, args, [])
-        on.update(r)
-    print("PyTorch", file=sys.stderr)
-    lib.bnorm_set_num_threads(args.threads[0])
-    tr = load.measure("PyTorch", torch_cases, torch, lib, args, args.threads)
-    copy = {t: max(copy_before[t], copy_after[t]) for t in args.threads}
+        before = load.measure("STREAM", None, stream, build, args, [t])[0][t]
+        copy_points[t].append(before)
+        for s, layout, dtype in groups:
+            g = f"{shape_name(s)}/{layout}/{dtype}"
+            print(f"{g}, {t} thread(s)", file=sys.stderr, flush=True)
+            r, ctx["bnorm"] = load.measure("bnorm", (g, t), run_gbench, bench("bench_kernels"), t, args,
+                                           [f"--benchmark_filter=^bnorm/{g}/"], [dtype])
+            bn.update(r)
+            r, ctx["onednn"] = load.measure("oneDNN", (g, t), run_gbench, bench("bench_onednn"), t, args,
+                                            [f"--benchmark_filter=^onednn[^/]*/{g}/"], [dtype])
+            on.update(r)
+            tr.update(load.measure("PyTorch", (g, t), torch_cases.run, s, layout, dtype, t))
+            after = load.measure("STREAM", None, stream, build, args, [t])[0][t]
+            copy_points[t].append(after)
+            copy[(s, layout, dtype, t)] = max(before, after)
+            before = after
 
     header = ["shape", "layout", "dtype", "thr", "op", "bnorm ms", "GB/s", "% STREAM", "PyTorch ms", "oneDNN ms",
               "x PyTorch", "x oneDNN", "check", "target"]
@@ -397,13 +436,13 @@ def main():
                         if "ms" in b:
                             ms = b["ms"]
                             gbps = bytes_moved(s, dtype, op) / ms / 1e6
-                            pct = 100 * gbps / copy[t]
+                            pct = 100 * gbps / copy[(s, layout, dtype, t)]
                             ratio = lambda p: f"{p['ms'] / ms:.2f}" if "ms" in p else "-"
                             best = min(peers) / ms if peers else None
                             ok, text = target(op, layout, layout == "nc", pct, best)
                             if failed:
                                 ok, text = False, "NO (check failed)"
-                            if load.disturbed((f"bnorm t{t}", f"oneDNN t{t}", "PyTorch"), t):
+                            if load.disturbed((f"{shape_name(s)}/{layout}/{dtype}", t), t):
                                 text += " (disturbed)"
                                 disturbed += 1
                             judged += 1
@@ -420,10 +459,11 @@ def main():
     onednn_version = ctx.get("onednn", {}).get("onednn_version", "?")
     notes = [
         f"Date {started:%Y-%m-%d %H:%M} UTC; machine: {machine()}; {platform.platform()}.",
-        "STREAM copy (bench/stream_copy, non-temporal stores, read+write bytes, median), right before and right "
-        "after bnorm's phase at each thread count; % STREAM is against the higher: " +
-        ", ".join(f"{t} thread{'s' if t > 1 else ''} {copy_before[t]:.1f} and {copy_after[t]:.1f} GB/s"
-                  for t in args.threads) + ".",
+        "STREAM copy (bench/stream_copy, non-temporal stores, read+write bytes, median) measured before and after "
+        "each (shape, layout, dtype) group, whose rows are held against the higher of the two; bnorm, oneDNN "
+        "and PyTorch run one after the other on each group: " +
+        ", ".join(f"{t} thread{'s' if t > 1 else ''} {min(copy_points[t]):.1f}-{max(copy_points[t]):.1f} GB/s "
+                  f"(median {statistics.median(copy_points[t]):.1f})" for t in args.threads) + ".",
         f"bnorm {lib.bnorm_version().decode()} (bench_kernels, C ABI); oneDNN {onednn_version} (bench_onednn; "
         "(b) = nChw16c kernel + reorders from/to nchw was faster than the nchw kernel); "
         f"PyTorch {torch.__version__} (aten.native_batch_norm[_backward], allocator: {allocator}).",
@@ -431,9 +471,9 @@ def main():
         "x = peer ms / bnorm ms (>1: bnorm faster); check = max|a-b|/(1+max|b|) against bnorm float32 on the same "
         "values (pt PyTorch, dnnl oneDNN, bn bnorm's own bf16/f16).",
         f"Targets met: {met} of {judged} measured rows.",
-        f"CPU used by other processes during each phase, in cores: {load.summary()} "
+        f"CPU used by other processes during the phases, in cores: {load.summary()} "
         f"(waited {load.waited:.0f} s for quiet). "
-        f"{disturbed} rows are marked (disturbed): their phases needed more cores than were free "
+        f"{disturbed} rows are marked (disturbed): their group's phases needed more cores than were free "
         "(threads + that load > cores), so their times, and the 2-thread ones most, are not reliable.",
     ]
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
@@ -455,7 +495,8 @@ def main():
                 f.write("| " + " | ".join(c.replace("|", "/") for c in r) + " |\n")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"stream": copy, "stream_before": copy_before, "stream_after": copy_after, "bnorm": bn, "onednn": on, "notes": notes,
+            json.dump({"stream": {"/".join(map(str, k)): v for k, v in copy.items()}, "stream_points": copy_points,
+                       "bnorm": bn, "onednn": on, "notes": notes,
                        "torch": {"/".join(map(str, k)): v for k, v in tr.items()}}, f, indent=1)
     elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     print(f"\n({elapsed:.0f} s)", file=sys.stderr)

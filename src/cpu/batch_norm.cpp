@@ -278,16 +278,18 @@ HWY_INLINE void ahead(P, const T* p) {
     if constexpr (P::value)
         __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p) + cpu::kAheadBytes));
 }
-// The same for `elements` values at `at` in a row-major array of rows `row_elements` long: the
-// same columns, as many rows ahead as make kAheadBytes.
+// The same for `elements` values at `at` in a row-major array: the same columns, `rows_ahead`
+// bytes on (rows_ahead(row bytes): as many whole rows as make kAheadBytes, computed once per loop).
+inline uintptr_t rows_ahead(int64_t row_bytes) {
+    return static_cast<uintptr_t>((cpu::kAheadBytes + row_bytes - 1) / row_bytes * row_bytes);
+}
 template <class P, class T>
-HWY_INLINE void ahead_rows(P, const T* at, int64_t elements, int64_t row_elements) {
-    if constexpr (!P::value) return;
-    const int64_t row_bytes = row_elements * static_cast<int64_t>(sizeof(T));
-    const int64_t rows = (cpu::kAheadBytes + row_bytes - 1) / row_bytes;
-    const uintptr_t base = reinterpret_cast<uintptr_t>(at) + static_cast<uintptr_t>(rows * row_bytes);
-    for (int64_t o = 0; o < elements * static_cast<int64_t>(sizeof(T)); o += 64)
-        __builtin_prefetch(reinterpret_cast<const void*>(base + static_cast<uintptr_t>(o)));
+HWY_INLINE void ahead_rows(P, const T* at, int64_t elements, uintptr_t bytes_ahead) {
+    if constexpr (P::value) {
+        const uintptr_t base = reinterpret_cast<uintptr_t>(at) + bytes_ahead;
+        for (int64_t o = 0; o < elements * static_cast<int64_t>(sizeof(T)); o += 64)
+            __builtin_prefetch(reinterpret_cast<const void*>(base + static_cast<uintptr_t>(o)));
+    }
 }
 
 // ---- elementwise: out = f(x) per element over a run, vectors plus one-lane vectors for the ends --
@@ -631,6 +633,7 @@ HWY_INLINE void interleaved_block(const S* x, const S* dy, int64_t C, int64_t r0
         for (int k = 0; k < K; ++k) s[k] = hn::LoadU(d, center + c0 + k * lanes);
     if constexpr (kScale)
         for (int k = 0; k < K; ++k) k_scale[k] = hn::LoadU(d, out.scale + c0 + k * lanes);
+    const uintptr_t skip = rows_ahead(C * static_cast<int64_t>(sizeof(S)));
     prefetching(prefetch, [&](auto pf) {
         for (int64_t rb = r0; rb < r1; rb += kBlock) {
             const int64_t re = std::min(r1, rb + kBlock);
@@ -639,8 +642,8 @@ HWY_INLINE void interleaved_block(const S* x, const S* dy, int64_t C, int64_t r0
                 a[k] = b[k] = hn::Zero(d);
             }
             for (int64_t r = rb; r < re; ++r) {
-                ahead_rows(pf, x + r * C + c0, K * lanes, C);
-                if constexpr (kGradients) ahead_rows(pf, dy + r * C + c0, K * lanes, C);
+                ahead_rows(pf, x + r * C + c0, K * lanes, skip);
+                if constexpr (kGradients) ahead_rows(pf, dy + r * C + c0, K * lanes, skip);
                 for (int k = 0; k < K; ++k) {
                     const int64_t i = r * C + c0 + k * lanes;
                     const auto dev = hn::Sub(load(d, x + i), s[k]);
@@ -934,10 +937,14 @@ void interleaved_elementwise(const S* x, const S* dy, S* out, int64_t C, int64_t
     // Rows are streamed only when a row is a whole number of aligned vectors.
     const uintptr_t bytes = static_cast<uintptr_t>(lanes) * sizeof(S);
     const bool aligned_rows = far.stream && C % lanes == 0 && reinterpret_cast<uintptr_t>(out) % bytes == 0;
-    prefetching(far.prefetch, [&](auto pf) {
+    const uintptr_t skip = rows_ahead(C * static_cast<int64_t>(sizeof(S)));
+    // One input of 32-bit values (inference forward) is prefetched well enough by the hardware:
+    // 32x64x112x112 float32 measured 1.1x faster without software prefetches.
+    const bool prefetch = far.prefetch && (kWithGradient || sizeof(S) < 4);
+    prefetching(prefetch, [&](auto pf) {
         for (int64_t r = r0; r < r1; ++r) {
-            ahead_rows(pf, x + r * C, C, C);
-            if constexpr (kWithGradient) ahead_rows(pf, dy + r * C, C, C);
+            ahead_rows(pf, x + r * C, C, skip);
+            if constexpr (kWithGradient) ahead_rows(pf, dy + r * C, C, skip);
             int64_t c = 0;
             for (; c + lanes <= C; c += lanes) one(d, r, c, aligned_rows);
             for (; c < C; ++c) one(d1, r, c, false);
