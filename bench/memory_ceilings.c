@@ -8,6 +8,8 @@
  *   stats f32 1 / 4 chains  sum and sum of squares in float, one / four chains     1
  *   triad NT                y = a + k*b, non-temporal stores                        3
  *   bwd-infer-like NT       y = k*dy with sum dy and sum dy*(x - m), float, NT     3
+ *   grad sums, 2 reads      sum dy and sum dy*(x - m), float, 4 chains each          2
+ *                           (the backward's first pass; its second is "triad NT")
  *   write NT                y = 0, non-temporal stores                              1
  * Usage: memory_ceilings (AVX-512 only: it says so and exits 0 elsewhere).
  */
@@ -21,11 +23,12 @@
 static float *a, *b, *c;
 static volatile float sink;
 
-enum { COPY, READ1, READ4, STATS64, STATS1, STATS4, TRIAD, BWD, WRITE, KINDS };
+enum { COPY, READ1, READ4, STATS64, STATS1, STATS4, TRIAD, BWD, GRAD, WRITE, KINDS };
 static const char *names[KINDS] = {"copy NT",          "read, 1 chain",  "read, 4 chains",
                                    "stats f64 widening", "stats f32, 1 chain", "stats f32, 4 chains",
-                                   "triad NT",         "bwd-infer-like NT", "write NT"};
-static const double bytes_per_element[KINDS] = {2, 1, 1, 1, 1, 1, 3, 3, 1};
+                                   "triad NT",         "bwd-infer-like NT", "grad sums, 2 reads",
+                                   "write NT"};
+static const double bytes_per_element[KINDS] = {2, 1, 1, 1, 1, 1, 3, 3, 2, 1};
 
 __attribute__((target("avx512f"))) static double run(int kind) {
     const double t0 = omp_get_wtime();
@@ -93,6 +96,20 @@ __attribute__((target("avx512f"))) static double run(int kind) {
             s0 = _mm512_add_ps(s0, g);
             t1 = _mm512_fmadd_ps(g, _mm512_sub_ps(x, m), t1);
             _mm512_stream_ps(a + i, _mm512_mul_ps(g, k));
+        }
+        break;
+    case GRAD:
+        for (size_t i = 0; i < N; i += 64) {
+            const __m512 g0 = _mm512_load_ps(b + i), g1 = _mm512_load_ps(b + i + 16);
+            const __m512 g2 = _mm512_load_ps(b + i + 32), g3 = _mm512_load_ps(b + i + 48);
+            s0 = _mm512_add_ps(s0, g0);
+            t1 = _mm512_fmadd_ps(g0, _mm512_sub_ps(_mm512_load_ps(c + i), m), t1);
+            s1 = _mm512_add_ps(s1, g1);
+            t2 = _mm512_fmadd_ps(g1, _mm512_sub_ps(_mm512_load_ps(c + i + 16), m), t2);
+            s2 = _mm512_add_ps(s2, g2);
+            t3 = _mm512_fmadd_ps(g2, _mm512_sub_ps(_mm512_load_ps(c + i + 32), m), t3);
+            s3 = _mm512_add_ps(s3, g3);
+            t4 = _mm512_fmadd_ps(g3, _mm512_sub_ps(_mm512_load_ps(c + i + 48), m), t4);
         }
         break;
     case WRITE:
