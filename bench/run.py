@@ -2,7 +2,7 @@
 """bnorm's kernels against STREAM copy, PyTorch and oneDNN in one run (issue 5), one table.
 
     /usr/bin/python3 bench/run.py --build build-bench [--markdown docs/bench-table.md]
-                                  [--quick | --smoke] [--threads 1,2] [--dtypes f32,bf16,f16] [--repeats 7]
+                                  [--quick | --smoke] [--threads 1,2] [--dtypes f32,bf16,f16] [--rounds 3]
 
 Builds nothing: --build is a build folder configured with -DBNORM_BUILD_BENCH=ON (scripts/bench
 does both). The machine's bandwidth drifts (15-24 GB/s on one thread within an hour here), so the
@@ -14,7 +14,10 @@ tools are interleaved case by case: for each thread count, for each (shape, layo
      Benchmark JSON, median of the repetitions;
   4. PyTorch in this process (torch.set_num_threads; aten.native_batch_norm and
      native_batch_norm_backward, the kernels under torch.batch_norm), median of the repeats, after
-     a warm-up call. Debian's torch 1.13 has no CPU kernel for the out= variants, so outputs are
+     a warm-up call.
+All of it --rounds times (default 3), the groups in the same order each time: a row's times and
+its STREAM figure are the medians over the rounds (minutes apart, so that one slow stretch of the
+machine moves a row less). Debian's torch 1.13 has no CPU kernel for the out= variants, so outputs are
      allocated per call: this script re-runs itself under tcmalloc (LD_PRELOAD, Debian
      libgoogle-perftools4), whose page heap reuses freed blocks, so that PyTorch's times are not
      dominated by fresh pages from mmap. The table header says which allocator was used.
@@ -314,6 +317,19 @@ class TorchCases:
         return scaled_diff(outs, ref) if st == 0 else None
 
 
+def merge_rounds(results):
+    """One result per case from the rounds' results: the first round's, with "ms" the median of the
+    rounds that timed it (their times kept as "rounds_ms")."""
+    out = {}
+    for key, first in results[0].items():
+        times = [r[key]["ms"] for r in results if "ms" in r.get(key, {})]
+        merged = dict(first)
+        if times:
+            merged["ms"], merged["rounds_ms"] = statistics.median(times), times
+        out[key] = merged
+    return out
+
+
 # ---- the table ----------------------------------------------------------------------------------
 def target(op, layout, small, pct, best_ratio):
     """(met, text): issue 5's targets for this row."""
@@ -346,7 +362,11 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="60x100 only, 1 repeat, tiny times (the CTest smoke test)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--dtypes", default="f32,bf16,f16")
-    ap.add_argument("--repeats", type=int)
+    ap.add_argument("--repeats", type=int, help="repetitions per tool and case in each round (default 3; --quick 3, "
+                                                 "--smoke 1)")
+    ap.add_argument("--rounds", type=int,
+                    help="passes over all groups; each time in the table is the median of its rounds' medians, "
+                         "each STREAM figure the median of its rounds' (default 3; --quick and --smoke 1)")
     ap.add_argument("--min-time", type=float, help="seconds per repetition (default 0.05)")
     ap.add_argument("--wait-quiet", type=float,
                     help="before each phase, wait up to this many seconds for the other processes to go quiet "
@@ -358,7 +378,11 @@ def main():
     if any(d not in ELEMENT_SIZE for d in args.dtypes):
         sys.exit("--dtypes: f32, bf16, f16")
     if args.repeats is None:
-        args.repeats = 1 if args.smoke else 3 if args.quick else 7
+        args.repeats = 1 if args.smoke else 3
+    if args.rounds is None:
+        args.rounds = 1 if args.smoke or args.quick else 3
+    if args.rounds < 1 or args.repeats < 1:
+        sys.exit("--rounds and --repeats: at least 1")
     if args.wait_quiet is None:
         args.wait_quiet = 0.0 if args.smoke else 5.0 if args.quick else 10.0
     if args.min_time is None:
@@ -385,28 +409,33 @@ def main():
 
     load = ForeignLoad(args.wait_quiet)
     torch_cases = TorchCases(torch, lib, args)
-    bn, on, tr, ctx = {}, {}, {}, {}
-    copy = {}  # (shape, layout, dtype, threads) -> the higher of the STREAM figures around the group
+    ctx = {}
+    # Per round: tool -> {case: result}, and (shape, layout, dtype, threads) -> the higher of the
+    # STREAM figures around the group.
+    rounds = [{"bnorm": {}, "onednn": {}, "torch": {}, "copy": {}} for _ in range(args.rounds)]
     copy_points = {t: [] for t in args.threads}
     groups = [(s, layout, dtype) for s in selected_shapes(args) for layout in layouts_of(s) for dtype in args.dtypes]
     bench = lambda name: os.path.join(build, "bench", name)
-    for t in args.threads:
-        before = load.measure("STREAM", None, stream, build, args, [t])[0][t]
-        copy_points[t].append(before)
-        for s, layout, dtype in groups:
-            g = f"{shape_name(s)}/{layout}/{dtype}"
-            print(f"{g}, {t} thread(s)", file=sys.stderr, flush=True)
-            r, ctx["bnorm"] = load.measure("bnorm", (g, t), run_gbench, bench("bench_kernels"), t, args,
-                                           [f"--benchmark_filter=^bnorm/{g}/"], [dtype])
-            bn.update(r)
-            r, ctx["onednn"] = load.measure("oneDNN", (g, t), run_gbench, bench("bench_onednn"), t, args,
-                                            [f"--benchmark_filter=^onednn[^/]*/{g}/"], [dtype])
-            on.update(r)
-            tr.update(load.measure("PyTorch", (g, t), torch_cases.run, s, layout, dtype, t))
-            after = load.measure("STREAM", None, stream, build, args, [t])[0][t]
-            copy_points[t].append(after)
-            copy[(s, layout, dtype, t)] = max(before, after)
-            before = after
+    for n, rnd in enumerate(rounds):
+        for t in args.threads:
+            before = load.measure("STREAM", None, stream, build, args, [t])[0][t]
+            copy_points[t].append(before)
+            for s, layout, dtype in groups:
+                g = f"{shape_name(s)}/{layout}/{dtype}"
+                print(f"round {n + 1} of {args.rounds}: {g}, {t} thread(s)", file=sys.stderr, flush=True)
+                r, ctx["bnorm"] = load.measure("bnorm", (g, t), run_gbench, bench("bench_kernels"), t, args,
+                                               [f"--benchmark_filter=^bnorm/{g}/"], [dtype])
+                rnd["bnorm"].update(r)
+                r, ctx["onednn"] = load.measure("oneDNN", (g, t), run_gbench, bench("bench_onednn"), t, args,
+                                                [f"--benchmark_filter=^onednn[^/]*/{g}/"], [dtype])
+                rnd["onednn"].update(r)
+                rnd["torch"].update(load.measure("PyTorch", (g, t), torch_cases.run, s, layout, dtype, t))
+                after = load.measure("STREAM", None, stream, build, args, [t])[0][t]
+                copy_points[t].append(after)
+                rnd["copy"][(s, layout, dtype, t)] = max(before, after)
+                before = after
+    bn, on, tr = (merge_rounds([rnd[tool] for rnd in rounds]) for tool in ("bnorm", "onednn", "torch"))
+    copy = {k: statistics.median(rnd["copy"][k] for rnd in rounds) for k in rounds[0]["copy"]}
 
     header = ["shape", "layout", "dtype", "thr", "op", "bnorm ms", "GB/s", "% STREAM", "PyTorch ms", "oneDNN ms",
               "x PyTorch", "x oneDNN", "check", "target"]
@@ -461,13 +490,14 @@ def main():
         f"Date {started:%Y-%m-%d %H:%M} UTC; machine: {machine()}; {platform.platform()}.",
         "STREAM copy (bench/stream_copy, non-temporal stores, read+write bytes, median) measured before and after "
         "each (shape, layout, dtype) group, whose rows are held against the higher of the two; bnorm, oneDNN "
-        "and PyTorch run one after the other on each group: " +
+        f"and PyTorch run one after the other on each group; {args.rounds} round(s) over all groups, each row's "
+        "times and STREAM figure the medians of its rounds': " +
         ", ".join(f"{t} thread{'s' if t > 1 else ''} {min(copy_points[t]):.1f}-{max(copy_points[t]):.1f} GB/s "
                   f"(median {statistics.median(copy_points[t]):.1f})" for t in args.threads) + ".",
         f"bnorm {lib.bnorm_version().decode()} (bench_kernels, C ABI); oneDNN {onednn_version} (bench_onednn; "
         "(b) = nChw16c kernel + reorders from/to nchw was faster than the nchw kernel); "
         f"PyTorch {torch.__version__} (aten.native_batch_norm[_backward], allocator: {allocator}).",
-        f"Median of {args.repeats} repetitions of >= {args.min_time} s each; bytes 2|x| forward, 3|x| backward; "
+        f"Median of {args.repeats} repetitions of >= {args.min_time} s each per round; bytes 2|x| forward, 3|x| backward; "
         "x = peer ms / bnorm ms (>1: bnorm faster); check = max|a-b|/(1+max|b|) against bnorm float32 on the same "
         "values (pt PyTorch, dnnl oneDNN, bn bnorm's own bf16/f16).",
         f"Targets met: {met} of {judged} measured rows.",
