@@ -920,6 +920,44 @@ void planar_group_gradients(const Plan& p, const S* dy, const S* x, int64_t c0, 
 
 // ---- interleaved elementwise: rows [r0, r1) of (rows, C) ------------------------------------------
 // out = (x - center)*scale + shift, or with dy: out = dy*scale + (x - center)*slope + shift.
+// Rows of exactly K whole vectors (C = K*lanes, K <= 4: the channel counts of most channels-last
+// image layers) keep the K sets of coefficients in registers; the general loop below loads them
+// for every vector, and after each store again (the store may alias them): 32x64x112x112 float32
+// training backward's dx pass 1.5x slower that way.
+template <int K, bool kWithGradient, class S>
+HWY_INLINE void interleaved_elementwise_rows(const S* x, const S* dy, S* out, int64_t r0, int64_t r1,
+                                             const Compute<S>* center, const Compute<S>* scale,
+                                             const Compute<S>* slope, const Compute<S>* shift, bool stream,
+                                             bool prefetch) {
+    using CT = Compute<S>;
+    const hn::ScalableTag<CT> d;
+    const int64_t lanes = static_cast<int64_t>(hn::Lanes(d)), C = K * lanes;
+    hn::Vec<decltype(d)> k_center[K], k_scale[K], k_slope[K], k_shift[K];
+    for (int k = 0; k < K; ++k) {
+        k_center[k] = hn::LoadU(d, center + k * lanes);
+        k_scale[k] = hn::LoadU(d, scale + k * lanes);
+        if constexpr (kWithGradient) k_slope[k] = hn::LoadU(d, slope + k * lanes);
+        k_shift[k] = hn::LoadU(d, shift + k * lanes);
+    }
+    const uintptr_t skip = rows_ahead(C * static_cast<int64_t>(sizeof(S)));
+    prefetching(prefetch, [&](auto pf) BNORM_LOOP {
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t row = r * C;
+            ahead_rows(pf, x + row, C, skip);
+            if constexpr (kWithGradient) ahead_rows(pf, dy + row, C, skip);
+            for (int k = 0; k < K; ++k) {
+                const int64_t i = row + k * lanes;
+                const auto centered = hn::Sub(load(d, x + i), k_center[k]);
+                if constexpr (kWithGradient)
+                    store(d, hn::MulAdd(load(d, dy + i), k_scale[k], hn::MulAdd(centered, k_slope[k], k_shift[k])),
+                          out + i, stream);
+                else
+                    store(d, hn::MulAdd(centered, k_scale[k], k_shift[k]), out + i, stream);
+            }
+        }
+    });
+}
+
 template <bool kWithGradient, class S>
 void interleaved_elementwise(const S* x, const S* dy, S* out, int64_t C, int64_t r0, int64_t r1,
                              const Compute<S>* center, const Compute<S>* scale, const Compute<S>* slope,
@@ -946,6 +984,18 @@ void interleaved_elementwise(const S* x, const S* dy, S* out, int64_t C, int64_t
     // One input of 32-bit values (inference forward) is prefetched well enough by the hardware:
     // 32x64x112x112 float32 measured 1.1x faster without software prefetches.
     const bool prefetch = far.prefetch && (kWithGradient || sizeof(S) < 4);
+    if (C % lanes == 0 && C <= 4 * lanes) {
+        switch (C / lanes) {
+            case 1: return interleaved_elementwise_rows<1, kWithGradient>(x, dy, out, r0, r1, center, scale, slope,
+                                                                          shift, aligned_rows, prefetch);
+            case 2: return interleaved_elementwise_rows<2, kWithGradient>(x, dy, out, r0, r1, center, scale, slope,
+                                                                          shift, aligned_rows, prefetch);
+            case 3: return interleaved_elementwise_rows<3, kWithGradient>(x, dy, out, r0, r1, center, scale, slope,
+                                                                          shift, aligned_rows, prefetch);
+            default: return interleaved_elementwise_rows<4, kWithGradient>(x, dy, out, r0, r1, center, scale, slope,
+                                                                           shift, aligned_rows, prefetch);
+        }
+    }
     prefetching(prefetch, [&](auto pf) BNORM_LOOP {
         for (int64_t r = r0; r < r1; ++r) {
             ahead_rows(pf, x + r * C, C, skip);

@@ -110,8 +110,11 @@ void check_all_operations(const Shape& shape, double x_mean = 0.5, double x_spre
     }
 }
 
+// C = 8, 12, 16, 32, 48, 64: rows of 1 to 4 whole vectors on each target's lane count (the
+// channels-last elementwise loops with the coefficients in registers).
 const Shape kShapes[] = {{2, 1, 1},  {3, 5, 7},   {2, 1, 20011}, {60, 100, 1}, {4, 64, 196},
-                         {3, 17, 8193}, {2, 4097, 3}, {31, 2, 1},  {256, 33, 1}, {2, 3, 37}};
+                         {3, 17, 8193}, {2, 4097, 3}, {31, 2, 1},  {256, 33, 1}, {2, 3, 37},
+                         {3, 8, 4},  {2, 12, 5},  {7, 16, 3},    {5, 32, 9},   {3, 48, 5}};
 
 std::vector<Shape> shapes() { return in_both_layouts(kShapes); }
 
@@ -187,6 +190,11 @@ void check_prefetched_problem() {
         SCOPED_TRACE(shape_name(shape));
         check_all_operations<S>(shape);
     }
+    // Channels-last rows of whole vectors (32 channels: 2 or 4 vectors) take the elementwise loop
+    // with the coefficients in registers.
+    const Shape rows{8, 32, (int64_t{17} << 20) / (8 * 32 * static_cast<int64_t>(sizeof(S))), Layout::channels_last};
+    SCOPED_TRACE(shape_name(rows));
+    check_all_operations<S>(rows);
 }
 TEST(LargeProblems, prefetched_loops_match_reference_f32) { check_prefetched_problem<float>(); }
 TEST(LargeProblems, prefetched_loops_match_reference_f64) { check_prefetched_problem<double>(); }
