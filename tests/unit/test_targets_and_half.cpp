@@ -110,11 +110,13 @@ void check_all_operations(const Shape& shape, double x_mean = 0.5, double x_spre
     }
 }
 
-// C = 8, 12, 16, 32, 48, 64: rows of 1 to 4 whole vectors on each target's lane count (the
-// channels-last elementwise loops with the coefficients in registers).
+// C = 8 ... 112: rows of whole vectors on each target's lane count (the channels-last elementwise
+// loops with the coefficients in registers: one block of 1 to 4 vectors, or tiles of rows in
+// blocks of 4 and a last block of 1 to 3).
 const Shape kShapes[] = {{2, 1, 1},  {3, 5, 7},   {2, 1, 20011}, {60, 100, 1}, {4, 64, 196},
                          {3, 17, 8193}, {2, 4097, 3}, {31, 2, 1},  {256, 33, 1}, {2, 3, 37},
-                         {3, 8, 4},  {2, 12, 5},  {7, 16, 3},    {5, 32, 9},   {3, 48, 5}};
+                         {3, 8, 4},  {2, 12, 5},  {7, 16, 3},    {5, 32, 9},   {3, 48, 5},
+                         {6, 80, 3}, {3, 112, 5}, {70, 256, 1}};
 
 std::vector<Shape> shapes() { return in_both_layouts(kShapes); }
 
