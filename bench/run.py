@@ -349,6 +349,17 @@ def target(op, layout, small, pct, best_ratio):
     return (not need), ("yes" if not need else "NO " + ", ".join(need))
 
 
+def write_atomically(path, text):
+    """Writes text to path through a temporary file in the same folder and a rename: an interrupted
+    run leaves the previous results whole."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def fmt_ms(v):
     return f"{v:.3f}" if v >= 0.01 else f"{v:.4f}"
 
@@ -517,17 +528,15 @@ def main():
     for r in rows:
         print(line(r))
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write("".join(f"- {n}\n" for n in notes) + "\n")
-            f.write("| " + " | ".join(header) + " |\n")
-            f.write("| " + " | ".join("---" if i < 5 or i >= 12 else "---:" for i in range(len(header))) + " |\n")
-            for r in rows:
-                f.write("| " + " | ".join(c.replace("|", "/") for c in r) + " |\n")
+        text = "".join(f"- {n}\n" for n in notes) + "\n" + "| " + " | ".join(header) + " |\n"
+        text += "| " + " | ".join("---" if i < 5 or i >= 12 else "---:" for i in range(len(header))) + " |\n"
+        text += "".join("| " + " | ".join(c.replace("|", "/") for c in r) + " |\n" for r in rows)
+        write_atomically(args.markdown, text)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"stream": {"/".join(map(str, k)): v for k, v in copy.items()}, "stream_points": copy_points,
-                       "bnorm": bn, "onednn": on, "notes": notes,
-                       "torch": {"/".join(map(str, k)): v for k, v in tr.items()}}, f, indent=1)
+        write_atomically(args.json, json.dumps({"stream": {"/".join(map(str, k)): v for k, v in copy.items()},
+                                                "stream_points": copy_points, "bnorm": bn, "onednn": on,
+                                                "notes": notes,
+                                                "torch": {"/".join(map(str, k)): v for k, v in tr.items()}}, indent=1))
     elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     print(f"\n({elapsed:.0f} s)", file=sys.stderr)
 
