@@ -607,6 +607,25 @@ struct PairSums {
     }
 };
 
+// ---- column blocks of interleaved rows ------------------------------------------------------------
+// Calls block(std::integral_constant<int, K>{}, c0) for the whole vectors of a row of C values:
+// blocks of 4 vectors, then the rest in one block of 3 or 2 where it fits (each row is then read
+// once), then blocks of 1. Returns the first channel left over (C - C % lanes).
+template <class Block>
+HWY_INLINE int64_t for_each_column_block(int64_t C, int64_t lanes, Block&& block) {
+    int64_t c0 = 0;
+    for (; c0 + 4 * lanes <= C; c0 += 4 * lanes) block(std::integral_constant<int, 4>{}, c0);
+    if (c0 + 3 * lanes <= C) {
+        block(std::integral_constant<int, 3>{}, c0);
+        c0 += 3 * lanes;
+    } else if (c0 + 2 * lanes <= C) {
+        block(std::integral_constant<int, 2>{}, c0);
+        c0 += 2 * lanes;
+    }
+    for (; c0 + lanes <= C; c0 += lanes) block(std::integral_constant<int, 1>{}, c0);
+    return c0;
+}
+
 // ---- interleaved reductions: across rows, vectorized across channels ---------------------------
 // For channels [c0, c0 + K*lanes) of rows [r0, r1) of a (rows, C) array, the K accumulator pairs
 // stay in registers for blocks of kBlock rows, whose float sums are then added in double (as above).
@@ -682,20 +701,10 @@ void interleaved_sums(const S* x, const S* dy, int64_t C, int64_t r0, int64_t r1
     using CT = Compute<S>;
     const hn::ScalableTag<CT> d;
     const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-    int64_t c0 = 0;
-    for (; c0 + 4 * lanes <= C; c0 += 4 * lanes)
-        interleaved_block<4, kGradients, kScale>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b, prefetch, out);
-    // The rest of a row in one block where it fits, so that each row is read once.
-    if (c0 + 3 * lanes <= C) {
-        interleaved_block<3, kGradients, kScale>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b, prefetch, out);
-        c0 += 3 * lanes;
-    } else if (c0 + 2 * lanes <= C) {
-        interleaved_block<2, kGradients, kScale>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b, prefetch, out);
-        c0 += 2 * lanes;
-    }
-    for (; c0 + lanes <= C; c0 += lanes)
-        interleaved_block<1, kGradients, kScale>(x, dy, C, r0, r1, c0, center, shift_out, sum_a, sum_b, prefetch, out);
     const hn::CappedTag<CT, 1> d1;
+    int64_t c0 = for_each_column_block(C, lanes, [&](auto K, int64_t c) BNORM_LOOP {
+        interleaved_block<K(), kGradients, kScale>(x, dy, C, r0, r1, c, center, shift_out, sum_a, sum_b, prefetch, out);
+    });
     for (; c0 < C; ++c0) {
         const double base = kGradients ? static_cast<double>(center[c0]) : to_double(x[r0 * C + c0]);
         double a = 0, b = 0;
@@ -985,32 +994,18 @@ void interleaved_elementwise(const S* x, const S* dy, S* out, int64_t C, int64_t
     // One input of 32-bit values (inference forward) is prefetched well enough by the hardware:
     // 32x64x112x112 float32 measured 1.1x faster without software prefetches.
     const bool prefetch = far.prefetch && (kWithGradient || sizeof(S) < 4);
-    // Rows of 4 KB and more gain nothing from tiles (256x1024 float32 backward 1.07x slower in
-    // blocks): they take the loop below.
+    // Rows of kTileBytes and more gain nothing from tiles (256x1024 float32 backward 1.07x slower
+    // in blocks): they take the loop below.
+    constexpr int64_t kTileBytes = 4096;
     const int64_t vectors = C / lanes, row_bytes = C * static_cast<int64_t>(sizeof(S));
-    if (C % lanes == 0 && (vectors <= 4 || 2 * row_bytes <= 4096)) {
-        const int64_t tile = vectors <= 4 ? r1 - r0 : 4096 / row_bytes;
+    if (C % lanes == 0 && (vectors <= 4 || 2 * row_bytes <= kTileBytes)) {
+        const int64_t tile = vectors <= 4 ? r1 - r0 : kTileBytes / row_bytes;
         for (int64_t t0 = r0; t0 < r1; t0 += tile) {
             const int64_t t1 = std::min(r1, t0 + tile);
-            int64_t c0 = 0;
-            for (; c0 + 4 * lanes <= C; c0 += 4 * lanes)
-                interleaved_elementwise_block<4, kWithGradient>(x, dy, out, C, c0, t0, t1, center, scale, slope,
-                                                                shift, aligned_rows, prefetch);
-            switch ((C - c0) / lanes) {
-                case 3:
-                    interleaved_elementwise_block<3, kWithGradient>(x, dy, out, C, c0, t0, t1, center, scale, slope,
-                                                                    shift, aligned_rows, prefetch);
-                    break;
-                case 2:
-                    interleaved_elementwise_block<2, kWithGradient>(x, dy, out, C, c0, t0, t1, center, scale, slope,
-                                                                    shift, aligned_rows, prefetch);
-                    break;
-                case 1:
-                    interleaved_elementwise_block<1, kWithGradient>(x, dy, out, C, c0, t0, t1, center, scale, slope,
-                                                                    shift, aligned_rows, prefetch);
-                    break;
-                default: break;
-            }
+            for_each_column_block(C, lanes, [&](auto K, int64_t c0) BNORM_LOOP {
+                interleaved_elementwise_block<K(), kWithGradient>(x, dy, out, C, c0, t0, t1, center, scale, slope,
+                                                                  shift, aligned_rows, prefetch);
+            });
         }
         return;
     }

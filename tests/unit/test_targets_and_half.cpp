@@ -110,7 +110,7 @@ void check_all_operations(const Shape& shape, double x_mean = 0.5, double x_spre
     }
 }
 
-// C = 8 ... 112: rows of whole vectors on each target's lane count (the channels-last elementwise
+// C = 8 ... 256: rows of whole vectors on each target's lane count (the channels-last elementwise
 // loops with the coefficients in registers: one block of 1 to 4 vectors, or tiles of rows in
 // blocks of 4 and a last block of 1 to 3).
 const Shape kShapes[] = {{2, 1, 1},  {3, 5, 7},   {2, 1, 20011}, {60, 100, 1}, {4, 64, 196},
