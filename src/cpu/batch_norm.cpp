@@ -62,7 +62,7 @@ constexpr int64_t kChunkElements = 8192;
 constexpr int64_t kMaxInterleavedChunks = 64;
 // Interleaved chunks hold at least this many bytes of each tensor: the chunks' per-channel sums
 // (three doubles per channel and chunk) are then small beside the data, and merging them, across
-// cores with two threads, costs little. 256 KiB: with 32 KiB chunks of 256x1024 float32 (16 rows)
+// cores with two threads, costs little. 256 KiB: with chunks of 16 rows of 256x1024 float32 (64 KiB)
 // the merges were a fifth of the training forward, and two threads were slower than one; 256 KiB
 // chunks made it 1.15-1.3x faster on one thread and 1.2-1.4x on two (an AMD Zen 5 host); 512 KiB
 // lost the backward's second pass from the L2 cache (x and dy of a chunk: 1 MiB).
