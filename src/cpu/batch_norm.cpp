@@ -1224,18 +1224,17 @@ void forward_inference(const ForwardInferenceArgs<S>& a) {
 // Per channel, from sum dy and sum dy*(x - mean):
 //   dx = gamma*invstd/m*(m*dy - sum_dy - xhat*sum_dy_xhat)
 //      = dy*(gamma*invstd) + (x - mean)*(-gamma*invstd^3*sum_dy_centered/m) + (-gamma*invstd*sum_dy/m)
-// For channels [c0, c1) (sum_dy[i], sum_dy_centered[i]: channel c0 + i).
+// For channels [c0, c1) (sum_dy[i], sum_dy_centered[i]: channel c0 + i); center (the saved mean)
+// is set before the sums, which use it.
 template <class S>
 void backward_coefficients(const BackwardArgs<S>& a, int64_t c0, int64_t c1, const double* sum_dy,
-                           const double* sum_dy_centered, Compute<S>* center, Compute<S>* scale, Compute<S>* slope,
-                           Compute<S>* shift) {
+                           const double* sum_dy_centered, Compute<S>* scale, Compute<S>* slope, Compute<S>* shift) {
     const double m = static_cast<double>(a.g.per_channel());
     for_channels(c0, c1, [&](auto d, int64_t c) BNORM_LOOP {
         const auto invstd = load_double(d, a.save_invstd, c, 0.0);
         const auto neg_gamma_invstd = hn::Neg(hn::Mul(load_double(d, a.weight, c, 1.0), invstd));
         const auto sdy = hn::LoadU(d, sum_dy + (c - c0)), sdc = hn::LoadU(d, sum_dy_centered + (c - c0));
         const auto mv = hn::Set(d, m);
-        store_double(d, load_double(d, a.save_mean, c, 0.0), center, c);
         store_double(d, hn::Neg(neg_gamma_invstd), scale, c);
         store_double(d, hn::Div(hn::Mul(hn::Mul(hn::Mul(neg_gamma_invstd, invstd), invstd), sdc), mv), slope, c);
         store_double(d, hn::Div(hn::Mul(neg_gamma_invstd, sdy), mv), shift, c);
@@ -1275,7 +1274,7 @@ void backward(const BackwardArgs<S>& a) {
     for (int64_t c = 0; c < C; ++c) center[c] = static_cast<Compute<S>>(a.save_mean[c]);
     if (p.interleaved) {
         interleaved_gradients(p, a.dy, a.x, center, w);
-        backward_coefficients(a, 0, C, w.chunk_a, w.chunk_b, center, scale, slope, shift);
+        backward_coefficients(a, 0, C, w.chunk_a, w.chunk_b, scale, slope, shift);
         parallel_for_split(p.chunks, 2 * a.g.numel(), true, [&](int64_t k) {
             interleaved_elementwise<true>(a.x, a.dy, a.dx, C, p.begin(k), p.end(k), center, scale, slope, shift,
                                           far);
@@ -1289,7 +1288,7 @@ void backward(const BackwardArgs<S>& a) {
             const int64_t c0 = t * G, c1 = std::min(C, c0 + G);
             double sum_dy[kMaxGroup], sum_dy_centered[kMaxGroup];
             planar_group_gradients(p, a.dy, a.x, c0, c1, center, sum_dy, sum_dy_centered);
-            backward_coefficients(a, c0, c1, sum_dy, sum_dy_centered, center, scale, slope, shift);
+            backward_coefficients(a, c0, c1, sum_dy, sum_dy_centered, scale, slope, shift);
             const cpu::Far cached{far.stream, false};  // as in forward_training
             group_runs(p, c0, c1, false, true, [&](int64_t c, int64_t, int64_t offset, int64_t length) {
                 backward_run(a.dy, a.x, a.dx, offset, length, center[c], scale[c], slope[c], shift[c], cached);
@@ -1306,7 +1305,7 @@ void backward(const BackwardArgs<S>& a) {
                 sum_dy += w.chunk_a[c * p.chunks + k];
                 sum_dy_centered += w.chunk_b[c * p.chunks + k];
             }
-            backward_coefficients(a, c, c + 1, &sum_dy, &sum_dy_centered, center, scale, slope, shift);
+            backward_coefficients(a, c, c + 1, &sum_dy, &sum_dy_centered, scale, slope, shift);
         }
         parallel_for(C * p.chunks, 2 * a.g.numel(), [&](int64_t t) {
             const int64_t c = t / p.chunks, k = t % p.chunks;
