@@ -933,9 +933,9 @@ void planar_group_gradients(const Plan& p, const S* dy, const S* x, int64_t c0, 
 // ---- interleaved elementwise: rows [r0, r1) of (rows, C) ------------------------------------------
 // out = (x - center)*scale + shift, or with dy: out = dy*scale + (x - center)*slope + shift; without
 // kCentered (inference: no center, center ignored) out = x*scale + shift. The inference passes
-// subtracted a center of zeros before, which is exact, so their results are unchanged; without its
-// load and subtraction, 256x1024 inference forward is 1.2-1.4x faster (float32 0.037 -> 0.026 ms on
-// one thread, 0.041 -> 0.034 ms on two; 16-bit 1.1-1.2x).
+// subtracted a center of zeros before, which is exact (round to nearest, no flush to zero), so their
+// results are unchanged; without its load and subtraction, 256x1024 inference forward is 1.1-1.4x
+// faster (float32 0.037 -> 0.026 ms on one thread, 0.041 -> 0.034 ms on two; 16-bit 1.1-1.2x).
 // Rows of whole vectors are done in column blocks of at most 4 vectors whose coefficients stay in
 // registers, over tiles of rows of about 4 KB (a tile's other column blocks find it in L1): loaded
 // for every vector, and again after each store (the store may alias them), the coefficients held
