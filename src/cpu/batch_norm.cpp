@@ -1329,14 +1329,14 @@ void backward_inference(const BackwardInferenceArgs<S>& a) {
     const int64_t C = a.g.c;
     const cpu::Far far = p.far;
     CT* scale = w.coefficients(0, C);
-    CT* zero = w.coefficients(1, C);
-    CT* center = w.coefficients(2, C);
-    for_channels(0, C, [&](auto d, int64_t c) BNORM_LOOP {
-        store_double(d, load_double(d, a.running_mean, c, 0.0), center, c);
-        store_double(d, inference_scale(d, a, c), scale, c);
-        store_double(d, hn::Zero(d), zero, c);
-    });
+    CT* zero = w.coefficients(1, C);    // the shift of dx = dy*scale, without the sums
+    CT* center = w.coefficients(2, C);  // running_mean, around which the sums are taken
     const bool sums = a.dweight || a.dbias;
+    for_channels(0, C, [&](auto d, int64_t c) BNORM_LOOP {
+        store_double(d, inference_scale(d, a, c), scale, c);
+        if (sums) store_double(d, load_double(d, a.running_mean, c, 0.0), center, c);
+        else store_double(d, hn::Zero(d), zero, c);
+    });
     if (!sums) {
         // dx = dy*scale: the affine pass applied to dy, uncentered, with shift 0.
         if (p.interleaved) {
