@@ -792,22 +792,28 @@ void planar_affine(const Plan& p, const S* x, S* out, int64_t c, int64_t i0, int
                  [&](int64_t offset, int64_t length) { affine_run(x, out, offset, length, center, scale, shift, far); });
 }
 
-// out = x*scale[c] + shift[c] over a channels-first array in memory order, in tasks of whole planes
-// (one sample of one channel): consecutive planes are adjacent in memory, so short planes (14x14)
-// are read and written as one stream rather than as runs that jump between samples.
+// Calls plane(c, offset) for every plane (one sample of one channel) of a channels-first array, in
+// memory order, in parallel tasks of whole planes: consecutive planes are adjacent in memory, so
+// short planes (14x14) are read and written as one stream rather than as runs that jump between
+// samples. `tensors`: how many tensors of the array's size the pass moves (parallel_for's cost).
+template <class Plane>
+void for_planes_in_order(const Geometry& g, int64_t tensors, Plane&& plane) {
+    const int64_t planes = g.n * g.c;
+    const int64_t per_task = std::max<int64_t>(1, cpu::kChunkElements / g.spatial);
+    parallel_for((planes + per_task - 1) / per_task, tensors * g.numel(), [&](int64_t t) {
+        const int64_t end = std::min(planes, (t + 1) * per_task);
+        for (int64_t q = t * per_task; q < end; ++q) plane(q % g.c, q * g.spatial);
+    });
+}
+
+// out = x*scale[c] + shift[c] over a channels-first array, in memory order.
 template <class S>
 void planar_affine_in_order(const Geometry& g, const S* x, S* out, const Compute<S>* scale,
                             const Compute<S>* shift, cpu::Far far) {
-    const int64_t planes = g.n * g.c;
-    const int64_t per_task = std::max<int64_t>(1, cpu::kChunkElements / g.spatial);
-    parallel_for((planes + per_task - 1) / per_task, g.numel(), [&](int64_t t) {
-        const int64_t end = std::min(planes, (t + 1) * per_task);
-        for (int64_t q = t * per_task; q < end; ++q) {
-            const int64_t c = q % g.c, offset = q * g.spatial;
-            map_run(x + offset, out + offset, g.spatial, far, x != out, [&](auto d, auto v, int64_t) {
-                return hn::MulAdd(v, hn::Set(d, scale[c]), hn::Set(d, shift[c]));
-            });
-        }
+    for_planes_in_order(g, 1, [&](int64_t c, int64_t offset) {
+        map_run(x + offset, out + offset, g.spatial, far, x != out, [&](auto d, auto v, int64_t) {
+            return hn::MulAdd(v, hn::Set(d, scale[c]), hn::Set(d, shift[c]));
+        });
     });
 }
 
@@ -842,14 +848,32 @@ void planar_backward_elementwise(const Plan& p, const S* dy, const S* x, S* dx, 
 // the same order into the same chunks, so results are bitwise those of a task per channel.
 constexpr int64_t kMaxGroup = 32;
 
-// Channels per group: 1 (a task per channel) unless a run is shorter than 512 bytes; then about
-// 4 KB of runs (measured on 64x256x14x14: bfloat16 1.3x faster, float32, whose 784-byte runs the
-// prefetchers still follow, 5% slower with groups).
-inline int64_t channel_group(const Plan& p, int64_t element_bytes) {
+// Channels per group: 1 (a task per channel) unless a run is shorter than `below` bytes; then about
+// 4 KB of runs. Measured on 64x256x14x14 with the statistics and the output in one task per group
+// (512 bytes): bfloat16 1.3x faster, float32, whose 784-byte runs the prefetchers still follow, 5%
+// slower with groups. The statistics pass alone (two passes in memory order, below: 1024 bytes) is
+// faster with groups of float32 14x14 planes too.
+inline int64_t channel_group(const Plan& p, int64_t element_bytes, int64_t below = 512) {
     const int64_t run_bytes = p.g.spatial * element_bytes;
-    if (run_bytes >= 512) return 1;
+    if (run_bytes >= below) return 1;
     const int64_t g = std::min(kMaxGroup, (4096 + run_bytes - 1) / run_bytes);
     return std::max<int64_t>(1, std::min(g, p.g.c / (4 * num_threads())));  // four groups per thread
+}
+
+// Whether a channels-first two-pass operation (training forward and backward) runs its second pass
+// over the whole array in memory order (for_planes_in_order) after the statistics of every channel,
+// rather than channel by channel while a channel's values are in cache. For problems beyond the L2
+// caches but within the last level (streamed, not prefetched: kStreamBytes to kPrefetchBytes per
+// tensor) the second pass reads from that cache either way, and with short planes (under 4 KB)
+// the channel-by-channel writes, a few cache lines a whole channel apart, are what the
+// prefetchers cannot follow. Problems within the L2 caches keep one pass per channel group: with
+// two threads, the second pass in memory order would read on one core what the other core's
+// statistics pass left in its L2 (4x256x14x14 float32, 0.8 MB: 1.2x slower). 64x256x14x14, one
+// thread, 6 rounds alternating (medians, the range over rounds): float32 training forward 1.19-1.38
+// -> 0.85-1.04 ms, backward 1.90-2.13 -> 1.68-2.06 ms; bfloat16 0.66-0.80 -> 0.53-0.60 ms and
+// 0.89-1.07 -> 0.70-0.80 ms; on two threads 1.0-1.25x.
+inline bool two_pass_in_order(const Plan& p, int64_t element_bytes) {
+    return p.far.stream && !p.far.prefetch && p.g.spatial * element_bytes < 4096;
 }
 
 // Calls visit(c, k, offset, length) for the runs of channels [c0, c1), sample by sample (the last
@@ -1158,8 +1182,10 @@ void forward_training(const ForwardTrainingArgs<S>& a) {
         });
     } else if (C >= num_threads()) {
         // A task per channel, or per group of channels with short planes: statistics, then the
-        // normalization while the channel or group is in cache (last sample first).
-        const int64_t G = channel_group(p, sizeof(S));
+        // normalization while the channel or group is in cache (last sample first), or, in order,
+        // of the whole array after every channel's statistics.
+        const bool in_order = two_pass_in_order(p, sizeof(S));
+        const int64_t G = channel_group(p, sizeof(S), in_order ? 1024 : 512);
         parallel_for((C + G - 1) / G, a.g.numel(), [&](int64_t t) {
             const int64_t c0 = t * G, c1 = std::min(C, c0 + G);
             Moments mo[kMaxGroup];
@@ -1170,12 +1196,17 @@ void forward_training(const ForwardTrainingArgs<S>& a) {
                 m2s[u] = mo[u].m2;
             }
             finish_statistics(a, c0, c1, means, m2s, center, scale, shift);
+            if (in_order) return;
             // The second pass reads from the cache: no prefetch (measured: 1.1x faster without).
             const cpu::Far cached{far.stream, false};
             group_runs(p, c0, c1, false, true, [&](int64_t c, int64_t, int64_t offset, int64_t length) {
                 affine_run(a.x, a.y, offset, length, center[c], scale[c], shift[c], cached);
             });
         });
+        if (in_order)
+            for_planes_in_order(a.g, 1, [&](int64_t c, int64_t offset) {
+                affine_run(a.x, a.y, offset, a.g.spatial, center[c], scale[c], shift[c], far);
+            });
     } else {
         // Fewer channels than threads: the chunks of every channel in parallel, the same merges.
         parallel_for(C * p.chunks, a.g.numel(), [&](int64_t t) {
@@ -1285,19 +1316,25 @@ void backward(const BackwardArgs<S>& a) {
         });
     } else if (C >= num_threads()) {
         // A task per channel, or per group of channels with short planes: both sums, then dx while
-        // the channel or group is in cache (dx may alias dy or x: every read of a channel's sums
-        // comes before its first write).
-        const int64_t G = channel_group(p, sizeof(S));
+        // the channel or group is in cache, or, in order, of the whole array after every channel's
+        // sums (dx may alias dy or x: every read of a channel's sums comes before its first write).
+        const bool in_order = two_pass_in_order(p, sizeof(S));
+        const int64_t G = channel_group(p, sizeof(S), in_order ? 1024 : 512);
         parallel_for((C + G - 1) / G, 2 * a.g.numel(), [&](int64_t t) {
             const int64_t c0 = t * G, c1 = std::min(C, c0 + G);
             double sum_dy[kMaxGroup], sum_dy_centered[kMaxGroup];
             planar_group_gradients(p, a.dy, a.x, c0, c1, center, sum_dy, sum_dy_centered);
             backward_coefficients(a, c0, c1, sum_dy, sum_dy_centered, scale, slope, shift);
+            if (in_order) return;
             const cpu::Far cached{far.stream, false};  // as in forward_training
             group_runs(p, c0, c1, false, true, [&](int64_t c, int64_t, int64_t offset, int64_t length) {
                 backward_run(a.dy, a.x, a.dx, offset, length, center[c], scale[c], slope[c], shift[c], cached);
             });
         });
+        if (in_order)
+            for_planes_in_order(a.g, 3, [&](int64_t c, int64_t offset) {
+                backward_run(a.dy, a.x, a.dx, offset, a.g.spatial, center[c], scale[c], slope[c], shift[c], far);
+            });
     } else {
         parallel_for(C * p.chunks, 2 * a.g.numel(), [&](int64_t t) {
             const int64_t c = t / p.chunks;

@@ -195,9 +195,10 @@ Outputs<T> run_all(const Shape& s, int threads) {
 template <class T>
 void check_thread_independence() {
     // (64, 40, 49) and (32, 48, 7): short planes, whose channels-first tasks take groups of channels
-    // (as many as the thread count leaves: one thread's groups are the largest).
+    // (as many as the thread count leaves: one thread's groups are the largest). (96, 56, 196): over
+    // 4 MB with short planes, whose channels-first training passes write in memory order.
     for (Shape s : {Shape{4, 3, 70001}, Shape{64, 37, 301}, Shape{1024, 257, 1}, Shape{5, 1, 65536}, Shape{64, 40, 49},
-                    Shape{32, 48, 7}}) {
+                    Shape{32, 48, 7}, Shape{96, 56, 196}}) {
         for (Layout layout : {Layout::channels_first, Layout::channels_last}) {
             s.layout = layout;
             SCOPED_TRACE(shape_name(s));
@@ -221,11 +222,11 @@ TEST(Threads, set_num_threads_returns_previous_and_nonpositive_restores_default)
 
 // In place: y = x and dx = dy give the same numbers as separate buffers.
 template <class T>
-void check_in_place(Layout layout) {
-    const Shape s{6, 5, 1111, layout};
+void check_in_place(Layout layout, Shape s = Shape{6, 5, 1111}) {
+    s.layout = layout;
     const auto x = random_vector<T>(numel(s), 9, 1, 3), dy = random_vector<T>(numel(s), 10);
     const auto weight = random_vector<T>(s.c, 11);
-    std::vector<T> y(x.size()), sm(5), si(5), dx(x.size());
+    std::vector<T> y(x.size()), sm(static_cast<size_t>(s.c)), si(sm.size()), dx(x.size());
     forward_training<T>(s, Options{}, {.x = x, .y = y, .weight = weight, .save_mean = sm, .save_invstd = si});
     backward<T>(s, {.dy = dy, .x = x, .dx = dx, .weight = weight, .save_mean = sm, .save_invstd = si});
     std::vector<T> inout = x;
@@ -241,6 +242,11 @@ void check_in_place(Layout layout) {
 
 TEST(InPlace, forward_and_backward_in_place_match_separate_buffers_f32_nchw) { check_in_place<float>(Layout::channels_first); }
 TEST(InPlace, forward_and_backward_in_place_match_separate_buffers_f64_nhwc) { check_in_place<double>(Layout::channels_last); }
+// Over 4 MB with short planes: the channels-first training passes write in memory order after
+// every channel's statistics.
+TEST(InPlace, forward_and_backward_in_place_match_separate_buffers_f32_nchw_in_order) {
+    check_in_place<float>(Layout::channels_first, Shape{96, 56, 196});
+}
 
 }  // namespace
 }  // namespace bnorm::test

@@ -203,6 +203,23 @@ TEST(LargeProblems, prefetched_loops_match_reference_f64) { check_prefetched_pro
 TEST(LargeProblems, prefetched_loops_match_reference_bf16) { check_prefetched_problem<bfloat16>(); }
 TEST(LargeProblems, prefetched_loops_match_reference_f16) { check_prefetched_problem<float16>(); }
 
+// Channels-first problems of 4 to 16 MB per tensor with planes under 4 KB run the training forward
+// and backward as two passes, the second over the whole array in memory order (planes of 14x14:
+// the statistics in groups of channels; 23x23: a channel at a time). About 5 MB per tensor.
+template <class S>
+void check_cached_two_pass_problem() {
+    for (const int64_t spatial : {int64_t{196}, int64_t{529}}) {
+        const int64_t c = 24, n = (int64_t{5} << 20) / (c * spatial * static_cast<int64_t>(sizeof(S))) + 1;
+        const Shape shape{n, c, spatial, Layout::channels_first};
+        SCOPED_TRACE(shape_name(shape));
+        check_all_operations<S>(shape);
+    }
+}
+TEST(LargeProblems, cached_two_pass_in_order_matches_reference_f32) { check_cached_two_pass_problem<float>(); }
+TEST(LargeProblems, cached_two_pass_in_order_matches_reference_f64) { check_cached_two_pass_problem<double>(); }
+TEST(LargeProblems, cached_two_pass_in_order_matches_reference_bf16) { check_cached_two_pass_problem<bfloat16>(); }
+TEST(LargeProblems, cached_two_pass_in_order_matches_reference_f16) { check_cached_two_pass_problem<float16>(); }
+
 std::string target_name(const ::testing::TestParamInfo<int64_t>& info) { return hwy::TargetName(info.param); }
 INSTANTIATE_TEST_SUITE_P(Targets, EveryTarget, ::testing::ValuesIn(targets()), target_name);
 
