@@ -7,12 +7,16 @@
 //   forward training, channels-first: one task per channel (or per group of channels with short
 //     planes, visited sample by sample) reads the channel once for its
 //     statistics (single-pass shifted sums per chunk, merged with Chan's formula) and normalizes
-//     it while it is still in the core's cache (a channel of 32x112x112 float32 is 1.6 MB);
+//     it while it is still in the core's cache (a channel of 32x112x112 float32 is 1.6 MB); for
+//     problems of the last-level cache with short planes, the normalization runs instead over the
+//     whole array in memory order after every channel's statistics (two_pass_in_order);
 //   forward training, channels-last: one read for the statistics (per-chunk sums, vectorized
 //     across channels with the accumulators in registers), then one read + one write;
-//   backward: sum dy and sum dy*(x - mean) in one pass, then dx, per channel while in cache;
+//   backward: sum dy and sum dy*(x - mean) in one pass, then dx, per channel while in cache (or,
+//     as the forward, in memory order after every channel's sums);
 //   inference, backward in inference mode: one read, one write (y = x*scale + shift, one FMA).
-// Outputs larger than the caches are written with non-temporal stores (no read-for-ownership).
+// Outputs larger than the caches are written with non-temporal stores (no read-for-ownership),
+// except in runs too short to reach whole aligned vectors (channels-first planes under 4 KB).
 //
 // Determinism: the chunks depend only on the shape, each chunk is reduced by one thread in a fixed
 // order and chunk results are merged in chunk order, so the results are bitwise identical for
@@ -795,12 +799,13 @@ void planar_affine(const Plan& p, const S* x, S* out, int64_t c, int64_t i0, int
 // Calls plane(c, offset) for every plane (one sample of one channel) of a channels-first array, in
 // memory order, in parallel tasks of whole planes: consecutive planes are adjacent in memory, so
 // short planes (14x14) are read and written as one stream rather than as runs that jump between
-// samples. `tensors`: how many tensors of the array's size the pass moves (parallel_for's cost).
+// samples. `weight`: the pass's cost for parallel_for, in elements of the array (as the other loops
+// of its operation count theirs: 1 for a forward pass, 2 for a backward one).
 template <class Plane>
-void for_planes_in_order(const Geometry& g, int64_t tensors, Plane&& plane) {
+void for_planes_in_order(const Geometry& g, int64_t weight, Plane&& plane) {
     const int64_t planes = g.n * g.c;
     const int64_t per_task = std::max<int64_t>(1, cpu::kChunkElements / g.spatial);
-    parallel_for((planes + per_task - 1) / per_task, tensors * g.numel(), [&](int64_t t) {
+    parallel_for((planes + per_task - 1) / per_task, weight * g.numel(), [&](int64_t t) {
         const int64_t end = std::min(planes, (t + 1) * per_task);
         for (int64_t q = t * per_task; q < end; ++q) plane(q % g.c, q * g.spatial);
     });
@@ -849,10 +854,12 @@ void planar_backward_elementwise(const Plan& p, const S* dy, const S* x, S* dx, 
 constexpr int64_t kMaxGroup = 32;
 
 // Channels per group: 1 (a task per channel) unless a run is shorter than `below` bytes; then about
-// 4 KB of runs. Measured on 64x256x14x14 with the statistics and the output in one task per group
-// (512 bytes): bfloat16 1.3x faster, float32, whose 784-byte runs the prefetchers still follow, 5%
-// slower with groups. The statistics pass alone (two passes in memory order, below: 1024 bytes) is
-// faster with groups of float32 14x14 planes too.
+// 4 KB of runs. With the statistics and the output in one task per group (512 bytes), measured on
+// 64x256x14x14 before that shape took the path in memory order below: bfloat16 1.3x faster,
+// float32, whose 784-byte runs the prefetchers still follow, 5% slower with groups. With the
+// statistics alone in the tasks (two_pass_in_order: 1024 bytes), float32 14x14 planes in groups:
+// 64x256x14x14 training forward, one thread, 0.82-1.00 ms against 0.91-1.31 ms a channel at a
+// time (4 rounds, alternating, in a scratch build with a switch).
 inline int64_t channel_group(const Plan& p, int64_t element_bytes, int64_t below = 512) {
     const int64_t run_bytes = p.g.spatial * element_bytes;
     if (run_bytes >= below) return 1;
@@ -863,9 +870,10 @@ inline int64_t channel_group(const Plan& p, int64_t element_bytes, int64_t below
 // Whether a channels-first two-pass operation (training forward and backward) runs its second pass
 // over the whole array in memory order (for_planes_in_order) after the statistics of every channel,
 // rather than channel by channel while a channel's values are in cache. For problems beyond the L2
-// caches but within the last level (streamed, not prefetched: kStreamBytes to kPrefetchBytes per
-// tensor) the second pass reads from that cache either way, and with short planes (under 4 KB)
-// the channel-by-channel writes, a few cache lines a whole channel apart, are what the
+// caches (streamed, not prefetched: kStreamBytes to kPrefetchBytes per tensor) the second pass
+// reads from the last-level cache where the tensors stay there (the channel-by-channel pass reads
+// from L2 instead, but only a channel or group that was just read), and with short planes (under
+// 4 KB) the channel-by-channel writes, a few cache lines a whole channel apart, are what the
 // prefetchers cannot follow. Problems within the L2 caches keep one pass per channel group: with
 // two threads, the second pass in memory order would read on one core what the other core's
 // statistics pass left in its L2 (4x256x14x14 float32, 0.8 MB: 1.2x slower). 64x256x14x14, one
@@ -1332,7 +1340,7 @@ void backward(const BackwardArgs<S>& a) {
             });
         });
         if (in_order)
-            for_planes_in_order(a.g, 3, [&](int64_t c, int64_t offset) {
+            for_planes_in_order(a.g, 2, [&](int64_t c, int64_t offset) {
                 backward_run(a.dy, a.x, a.dx, offset, a.g.spatial, center[c], scale[c], slope[c], shift[c], far);
             });
     } else {

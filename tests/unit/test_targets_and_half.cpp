@@ -204,16 +204,22 @@ TEST(LargeProblems, prefetched_loops_match_reference_bf16) { check_prefetched_pr
 TEST(LargeProblems, prefetched_loops_match_reference_f16) { check_prefetched_problem<float16>(); }
 
 // Channels-first problems of 4 to 16 MB per tensor with planes under 4 KB run the training forward
-// and backward as two passes, the second over the whole array in memory order (planes of 14x14:
-// the statistics in groups of channels; 23x23: a channel at a time). About 5 MB per tensor.
+// and backward as two passes, the second over the whole array in memory order. About 5 MB per
+// tensor, on two threads (the path needs at least as many channels as threads, and groups form
+// only where the channels leave four groups per thread): 14x14 planes (float32 and 16-bit, under
+// 1 KB: the statistics in groups of channels; float64: 1568 bytes, a channel at a time) and planes
+// of 3000 bytes (a channel at a time).
 template <class S>
 void check_cached_two_pass_problem() {
-    for (const int64_t spatial : {int64_t{196}, int64_t{529}}) {
-        const int64_t c = 24, n = (int64_t{5} << 20) / (c * spatial * static_cast<int64_t>(sizeof(S))) + 1;
+    const int previous = set_num_threads(2);
+    const int64_t bytes = static_cast<int64_t>(sizeof(S));
+    for (const int64_t spatial : {int64_t{196}, 3000 / bytes}) {
+        const int64_t c = 24, n = (int64_t{5} << 20) / (c * spatial * bytes) + 1;
         const Shape shape{n, c, spatial, Layout::channels_first};
         SCOPED_TRACE(shape_name(shape));
         check_all_operations<S>(shape);
     }
+    set_num_threads(previous);
 }
 TEST(LargeProblems, cached_two_pass_in_order_matches_reference_f32) { check_cached_two_pass_problem<float>(); }
 TEST(LargeProblems, cached_two_pass_in_order_matches_reference_f64) { check_cached_two_pass_problem<double>(); }
@@ -383,8 +389,10 @@ std::vector<uint16_t> training_outputs(const Shape& shape, int threads) {
 TEST(Threads, sixteen_bit_results_are_bitwise_identical_for_any_thread_count) {
     for (Layout layout : {Layout::channels_first, Layout::channels_last})
         // (64, 40, 160) channels-last: four chunks of 256 KiB of rows, merged across threads.
+        // (224, 56, 196) channels-first: 4.9 MB with 14x14 planes, whose training passes run the
+        // statistics in groups of channels and the second pass in memory order.
         for (const Shape base : {Shape{8, 3, 9000}, Shape{64, 40, 49}, Shape{64, 40, 160}, Shape{32, 48, 7},
-                                 Shape{5000, 24, 1}}) {
+                                 Shape{5000, 24, 1}, Shape{224, 56, 196}}) {
             Shape s = base;
             s.layout = layout;
             SCOPED_TRACE(shape_name(s));
