@@ -853,16 +853,17 @@ void planar_backward_elementwise(const Plan& p, const S* dy, const S* x, S* dx, 
 // the same order into the same chunks, so results are bitwise those of a task per channel.
 constexpr int64_t kMaxGroup = 32;
 
-// Channels per group: 1 (a task per channel) unless a run is shorter than `below` bytes; then about
+// Channels per group: 1 (a task per channel) unless a run is shorter than 512 bytes, or 1024 bytes
+// when the tasks compute only the statistics (`statistics_only`: two_pass_in_order); then about
 // 4 KB of runs. With the statistics and the output in one task per group (512 bytes), measured on
 // 64x256x14x14 before that shape took the path in memory order below: bfloat16 1.3x faster,
 // float32, whose 784-byte runs the prefetchers still follow, 5% slower with groups. With the
 // statistics alone in the tasks (two_pass_in_order: 1024 bytes), float32 14x14 planes in groups:
 // 64x256x14x14 training forward, one thread, 0.82-1.00 ms against 0.91-1.31 ms a channel at a
 // time (4 rounds, alternating, in a scratch build with a switch).
-inline int64_t channel_group(const Plan& p, int64_t element_bytes, int64_t below = 512) {
+inline int64_t channel_group(const Plan& p, int64_t element_bytes, bool statistics_only) {
     const int64_t run_bytes = p.g.spatial * element_bytes;
-    if (run_bytes >= below) return 1;
+    if (run_bytes >= (statistics_only ? 1024 : 512)) return 1;
     const int64_t g = std::min(kMaxGroup, (4096 + run_bytes - 1) / run_bytes);
     return std::max<int64_t>(1, std::min(g, p.g.c / (4 * num_threads())));  // four groups per thread
 }
@@ -1193,7 +1194,7 @@ void forward_training(const ForwardTrainingArgs<S>& a) {
         // normalization while the channel or group is in cache (last sample first), or, in order,
         // of the whole array after every channel's statistics.
         const bool in_order = two_pass_in_order(p, sizeof(S));
-        const int64_t G = channel_group(p, sizeof(S), in_order ? 1024 : 512);
+        const int64_t G = channel_group(p, sizeof(S), in_order);
         parallel_for((C + G - 1) / G, a.g.numel(), [&](int64_t t) {
             const int64_t c0 = t * G, c1 = std::min(C, c0 + G);
             Moments mo[kMaxGroup];
@@ -1327,7 +1328,7 @@ void backward(const BackwardArgs<S>& a) {
         // the channel or group is in cache, or, in order, of the whole array after every channel's
         // sums (dx may alias dy or x: every read of a channel's sums comes before its first write).
         const bool in_order = two_pass_in_order(p, sizeof(S));
-        const int64_t G = channel_group(p, sizeof(S), in_order ? 1024 : 512);
+        const int64_t G = channel_group(p, sizeof(S), in_order);
         parallel_for((C + G - 1) / G, 2 * a.g.numel(), [&](int64_t t) {
             const int64_t c0 = t * G, c1 = std::min(C, c0 + G);
             double sum_dy[kMaxGroup], sum_dy_centered[kMaxGroup];
