@@ -14,7 +14,12 @@ tools are interleaved case by case: for each thread count, for each (shape, layo
      Benchmark JSON, median of the repetitions;
   4. PyTorch in this process (torch.set_num_threads; aten.native_batch_norm and
      native_batch_norm_backward, the kernels under torch.batch_norm), median of the repeats, after
-     a warm-up call.
+     a warm-up call;
+  5. bench/bare_patterns: each operation's memory traffic moved with no arithmetic, in each order
+     an implementation can take (one pass; two passes; channel by channel), with streamed and with
+     ordinary stores; the fastest is the row's "bare" time. A row that misses its target says
+     whether the bare pattern misses it too: if so, moving the bytes alone in that order is too slow
+     for the target on this machine.
 All of it --rounds times (default 3), the groups in the same order each time: a row's times and
 its STREAM figure are the medians over the rounds (minutes apart, so that one slow stretch of the
 machine moves a row less). Debian's torch 1.13 has no CPU kernel for the out= variants, so outputs are
@@ -172,6 +177,21 @@ def run_gbench(binary, threads, args, extra, dtypes=None):
         elif b.get("aggregate_name") == "median" or (b.get("run_type") == "iteration" and name not in results):
             results[name] = {"ms": b["real_time"], "check": b.get("check_diff"), "impl": b.get("label", "")}
     return results, doc.get("context", {})
+
+
+def bare(build, args, s, layout, dtype, threads):
+    """bench/bare_patterns on one group: {"bare/<group>/<op>/t<threads>": {"ms", "order", "stores"} | {"error"}}."""
+    g = f"{shape_name(s)}/{layout}/{dtype}"
+    cmd = [os.path.join(build, "bench", "bare_patterns"), shape_name(s), layout, str(ELEMENT_SIZE[dtype]),
+           str(threads), str(args.repeats), str(args.min_time)]
+    print("  " + " ".join(cmd), file=sys.stderr, flush=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=child_env(threads))
+    if out.returncode != 0:
+        sys.exit(f"{cmd[0]} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    doc = json.loads(out.stdout)
+    if "error" in doc:
+        return {f"bare/{g}/{op}/t{threads}": {"error": doc["error"]} for op in OPS}
+    return {f"bare/{g}/{op}/t{threads}": dict(doc["ops"][op]) for op in OPS}
 
 
 def stream(build, args, threads):
@@ -423,7 +443,7 @@ def main():
     ctx = {}
     # Per round: tool -> {case: result}, and (shape, layout, dtype, threads) -> the higher of the
     # STREAM figures around the group.
-    rounds = [{"bnorm": {}, "onednn": {}, "torch": {}, "copy": {}} for _ in range(args.rounds)]
+    rounds = [{"bnorm": {}, "onednn": {}, "torch": {}, "bare": {}, "copy": {}} for _ in range(args.rounds)]
     copy_points = {t: [] for t in args.threads}
     groups = [(s, layout, dtype) for s in selected_shapes(args) for layout in layouts_of(s) for dtype in args.dtypes]
     bench = lambda name: os.path.join(build, "bench", name)
@@ -441,16 +461,18 @@ def main():
                                                 [f"--benchmark_filter=^onednn[^/]*/{g}/"], [dtype])
                 rnd["onednn"].update(r)
                 rnd["torch"].update(load.measure("PyTorch", (g, t), torch_cases.run, s, layout, dtype, t))
+                if layout != "nc" or args.smoke:  # small shapes: call overhead, not traffic (--smoke: the path runs)
+                    rnd["bare"].update(load.measure("bare", (g, t), bare, build, args, s, layout, dtype, t))
                 after = load.measure("STREAM", None, stream, build, args, [t])[0][t]
                 copy_points[t].append(after)
                 rnd["copy"][(s, layout, dtype, t)] = max(before, after)
                 before = after
-    bn, on, tr = (merge_rounds([rnd[tool] for rnd in rounds]) for tool in ("bnorm", "onednn", "torch"))
+    bn, on, tr, br = (merge_rounds([rnd[tool] for rnd in rounds]) for tool in ("bnorm", "onednn", "torch", "bare"))
     copy = {k: statistics.median(rnd["copy"][k] for rnd in rounds) for k in rounds[0]["copy"]}
 
-    header = ["shape", "layout", "dtype", "thr", "op", "bnorm ms", "GB/s", "% STREAM", "PyTorch ms", "oneDNN ms",
-              "x PyTorch", "x oneDNN", "check", "target"]
-    rows, met, judged, disturbed = [], 0, 0, 0
+    header = ["shape", "layout", "dtype", "thr", "op", "bnorm ms", "GB/s", "% STREAM", "bare ms", "% of bare",
+              "PyTorch ms", "oneDNN ms", "x PyTorch", "x oneDNN", "check", "target"]
+    rows, met, judged, disturbed, bare_misses = [], 0, 0, 0, 0
     for t in args.threads:
         for s in selected_shapes(args):
             for layout in layouts_of(s):
@@ -458,6 +480,7 @@ def main():
                     for op in OPS:
                         key = f"{shape_name(s)}/{layout}/{dtype}/{op}/t{t}"
                         b = bn.get("bnorm/" + key, {"error": "missing"})
+                        bp = br.get("bare/" + key, {"error": "not run: small shape" if layout == "nc" else "missing"})
                         pt = tr.get((s, layout, dtype, op, t), {"error": "missing"})
                         # oneDNN: the faster of its plain-layout options (nchw kernel, or nChw16c + reorders)
                         od, mark = on.get("onednn/" + key, {"error": "missing"}), ""
@@ -480,6 +503,14 @@ def main():
                             ratio = lambda p: f"{p['ms'] / ms:.2f}" if "ms" in p else "-"
                             best = min(peers) / ms if peers else None
                             ok, text = target(op, layout, layout == "nc", pct, best)
+                            if not ok and "ms" in bp and layout != "nc":
+                                # Would the bare pattern, this row's bytes in the fastest order, meet it?
+                                bare_pct = 100 * bytes_moved(s, dtype, op) / bp["ms"] / 1e6 / copy[(s, layout, dtype, t)]
+                                bare_best = min(peers) / bp["ms"] if peers else None
+                                bare_ok = target(op, layout, layout == "nc", bare_pct, bare_best)[0]
+                                figures = f"{bare_pct:.0f}%" + (f", {bare_best:.2f}x" if bare_best is not None else "")
+                                text += f"; bare {'meets it' if bare_ok else 'misses too'}: {figures}"
+                                bare_misses += not bare_ok
                             if failed:
                                 ok, text = False, "NO (check failed)"
                             if load.disturbed((f"{shape_name(s)}/{layout}/{dtype}", t), t):
@@ -488,8 +519,9 @@ def main():
                             judged += 1
                             met += ok
                             cells = [fmt_ms(ms), f"{gbps:.1f}", f"{pct:.0f}%"]
+                            cells += [fmt_ms(bp["ms"]), f"{100 * bp['ms'] / ms:.0f}%"] if "ms" in bp else ["-" if layout == "nc" else na(bp), "-"]
                         else:
-                            cells, text = [na(b), "-", "-"], "n/a"
+                            cells, text = [na(b), "-", "-", fmt_ms(bp["ms"]) if "ms" in bp else "-", "-"], "n/a"
                             ratio = lambda p: "-"
                         rows.append([shape_name(s), layout, dtype, str(t), op] + cells +
                                     [fmt_ms(pt["ms"]) if "ms" in pt else na(pt),
@@ -511,14 +543,20 @@ def main():
         f"Median of {args.repeats} repetitions of >= {args.min_time} s each per round; bytes 2|x| forward, 3|x| backward; "
         "x = peer ms / bnorm ms (>1: bnorm faster); check = max|a-b|/(1+max|b|) against bnorm float32 on the same "
         "values (pt PyTorch, dnnl oneDNN, bn bnorm's own bf16/f16).",
-        f"Targets met: {met} of {judged} measured rows.",
+        "bare = bench/bare_patterns: the row's memory traffic with no arithmetic, in the fastest of the orders an "
+        "implementation can take (one pass; two passes; channel by channel) with streamed or ordinary stores, "
+        "on the large shapes (the small ones are call overhead, not traffic); "
+        "% of bare = bare ms / bnorm ms. A missed target says whether the bare pattern meets it (its own % of "
+        "STREAM and ratio to the faster peer).",
+        f"Targets met: {met} of {judged} measured rows; of the {judged - met} misses, the bare pattern misses "
+        f"{bare_misses} too.",
         f"CPU used by other processes during the phases, in cores: {load.summary()} "
         f"(waited {load.waited:.0f} s for quiet). "
         f"{disturbed} rows are marked (disturbed): their group's phases needed more cores than were free "
         "(threads + that load > cores), so their times, and the 2-thread ones most, are not reliable.",
     ]
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
-    line = lambda cells: "  ".join(c.ljust(w) if i < 5 or i >= 12 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    line = lambda cells: "  ".join(c.ljust(w) if i < 5 or i >= 14 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     print()
     for n in notes:
         print(n)
@@ -529,12 +567,12 @@ def main():
         print(line(r))
     if args.markdown:
         text = "".join(f"- {n}\n" for n in notes) + "\n" + "| " + " | ".join(header) + " |\n"
-        text += "| " + " | ".join("---" if i < 5 or i >= 12 else "---:" for i in range(len(header))) + " |\n"
+        text += "| " + " | ".join("---" if i < 5 or i >= 14 else "---:" for i in range(len(header))) + " |\n"
         text += "".join("| " + " | ".join(c.replace("|", "/") for c in r) + " |\n" for r in rows)
         write_atomically(args.markdown, text)
     if args.json:
         write_atomically(args.json, json.dumps({"stream": {"/".join(map(str, k)): v for k, v in copy.items()},
-                                                "stream_points": copy_points, "bnorm": bn, "onednn": on,
+                                                "stream_points": copy_points, "bnorm": bn, "onednn": on, "bare": br,
                                                 "notes": notes,
                                                 "torch": {"/".join(map(str, k)): v for k, v in tr.items()}}, indent=1))
     elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
