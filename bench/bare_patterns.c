@@ -11,10 +11,13 @@
  *   fwd-infer   one pass:     read x, write y.
  *   bwd-infer   one pass:     read x and dy, write dx (the sums over x and dy come with it).
  *   fwd-train   two passes:   read all of x (the statistics), then read x and write y, each pass
- *                             split among the threads in the same contiguous ranges;
+ *                             split among the threads in the same contiguous ranges; the second
+ *                             pass either in the same order or last block (64 KB) first, so that
+ *                             it starts on what the first pass left in the caches;
  *               per channel:  channels-first only: each thread takes a block of channels and,
  *                             for each, reads its N planes and then writes them (re-reading x
- *                             from whichever cache still holds it).
+ *                             from whichever cache still holds it), in the same order or last
+ *                             plane first.
  *   backward    the same two orders with x and dy read in the first pass, and x and dy read and
  *               dx written in the second.
  * Each in two variants: outputs written with non-temporal stores (where a run is whole, aligned
@@ -59,6 +62,7 @@ typedef struct {
 
 enum Op { FWD_TRAIN, BACKWARD, FWD_INFER, BWD_INFER, OPS };
 enum Order { ONE_PASS, TWO_PASSES, PER_CHANNEL };
+enum { REVERSE_BLOCK = 64 << 10 }; /* bytes per block of a reversed second pass */
 static const char *op_names[OPS] = {"fwd-train", "backward", "fwd-infer", "bwd-infer"};
 static const char *order_names[] = {"one pass", "two passes", "per channel"};
 
@@ -66,6 +70,7 @@ typedef struct {
     enum Op op;
     enum Order order;
     int stream;
+    int reverse; /* the second pass (two passes, per channel) last block or plane first */
 } Pattern;
 
 static volatile uint64_t sink;
@@ -140,7 +145,8 @@ TARGET static uint64_t run(const Problem *pb, const Tensors *t, Pattern pt) {
                     const size_t at = (n * pb->c + c) * plane;
                     total += read_run(t->x + at, t->dy + at, plane, two);
                 }
-                for (size_t n = 0; n < pb->n; n++) {
+                for (size_t k = 0; k < pb->n; k++) {
+                    const size_t n = pt.reverse ? pb->n - 1 - k : k;
                     const size_t at = (n * pb->c + c) * plane;
                     total += write_run(t->y + at, src + at, t->x + at, plane, two, pt.stream);
                 }
@@ -151,22 +157,35 @@ TARGET static uint64_t run(const Problem *pb, const Tensors *t, Pattern pt) {
                 total += read_run(t->x + lo, t->dy + lo, hi - lo, two);
 #pragma omp barrier
             }
-            total += write_run(t->y + lo, src + lo, t->x + lo, hi - lo, two, pt.stream);
+            if (pt.reverse) {
+                /* blocks of REVERSE_BLOCK from the range's end, each in order (the first one short) */
+                for (size_t end = hi; end > lo;) {
+                    const size_t begin = end - lo > REVERSE_BLOCK ? end - REVERSE_BLOCK : lo;
+                    total += write_run(t->y + begin, src + begin, t->x + begin, end - begin, two, pt.stream);
+                    end = begin;
+                }
+            } else {
+                total += write_run(t->y + lo, src + lo, t->x + lo, hi - lo, two, pt.stream);
+            }
         }
         _mm_sfence();
     }
     return total;
 }
 
-/* The patterns that implement op on this problem (at most 4). */
+enum { MAX_PATTERNS = 8 };
+
+/* The patterns that implement op on this problem (at most MAX_PATTERNS). */
 static int patterns(const Problem *pb, enum Op op, Pattern *out) {
     int k = 0;
     for (int stream = 1; stream >= 0; stream--) {
         if (op == FWD_INFER || op == BWD_INFER) {
-            out[k++] = (Pattern){op, ONE_PASS, stream};
-        } else {
-            out[k++] = (Pattern){op, TWO_PASSES, stream};
-            if (pb->channels_first) out[k++] = (Pattern){op, PER_CHANNEL, stream};
+            out[k++] = (Pattern){op, ONE_PASS, stream, 0};
+            continue;
+        }
+        for (int reverse = 0; reverse <= 1; reverse++) {
+            out[k++] = (Pattern){op, TWO_PASSES, stream, reverse};
+            if (pb->channels_first) out[k++] = (Pattern){op, PER_CHANNEL, stream, reverse};
         }
     }
     return k;
@@ -271,6 +290,8 @@ TARGET static int check(void) {
         {2, 4, 9, 9, 4, 0},  /* channels last */
         {7, 5, 1, 1, 4, 0},  /* (N, C) */
         {2, 3, 50, 50, 2, 1},
+        {4, 3, 100, 101, 4, 1}, /* reversed second passes of several 64 KB blocks, a short one */
+        {2, 4, 90, 91, 4, 0},
         {1, 1, 1, 1, 8, 1},
     };
     int failures = 0, checked = 0;
@@ -286,7 +307,7 @@ TARGET static int check(void) {
             uint64_t sum_x = 0, sum_dy = 0;
             for (size_t i = 0; i < t.bytes; i++) sum_x += t.x[i], sum_dy += t.dy[i];
             for (int op = 0; op < OPS; op++) {
-                Pattern ps[4];
+                Pattern ps[MAX_PATTERNS];
                 const int count = patterns(&pb, (enum Op)op, ps);
                 for (int p = 0; p < count; p++) {
                     memset(t.y, 0, t.bytes);
@@ -302,11 +323,12 @@ TARGET static int check(void) {
                     if (got != want || bad != t.bytes) {
                         failures++;
                         fprintf(stderr,
-                                "bare_patterns --check: %zux%zux%zux%zu %s, %zu-byte elements, %d thread(s), %s, %s, "
+                                "bare_patterns --check: %zux%zux%zux%zu %s, %zu-byte elements, %d thread(s), %s, %s%s, "
                                 "%s: sum of bytes read %llu, expected %llu; first wrong output byte %zu of %zu\n",
                                 cases[k].n, cases[k].c, cases[k].h, cases[k].w,
                                 cases[k].channels_first ? "channels first" : "channels last", cases[k].e, threads,
-                                op_names[op], order_names[ps[p].order], ps[p].stream ? "streamed" : "stored",
+                                op_names[op], order_names[ps[p].order], ps[p].reverse ? " reversed" : "",
+                                ps[p].stream ? "streamed" : "stored",
                                 (unsigned long long)got, (unsigned long long)want, bad, t.bytes);
                     }
                 }
@@ -369,7 +391,7 @@ int main(int argc, char **argv) {
     Pattern best_pattern[OPS];
     int first = 1;
     for (int op = 0; op < OPS; op++) {
-        Pattern ps[4];
+        Pattern ps[MAX_PATTERNS];
         const int count = patterns(&pb, (enum Op)op, ps);
         best[op] = -1, best_at[op] = -1;
         for (int p = 0; p < count; p++) {
@@ -378,16 +400,18 @@ int main(int argc, char **argv) {
                 fputs("bare_patterns: out of memory\n", stderr);
                 return 1;
             }
-            printf("%s\n  {\"op\": \"%s\", \"order\": \"%s\", \"stores\": \"%s\", \"ms\": %.6g}", first ? "" : ",",
-                   op_names[op], order_names[ps[p].order], ps[p].stream ? "streamed" : "ordinary", ms);
+            printf("%s\n  {\"op\": \"%s\", \"order\": \"%s%s\", \"stores\": \"%s\", \"ms\": %.6g}",
+                   first ? "" : ",", op_names[op], order_names[ps[p].order], ps[p].reverse ? ", reversed" : "",
+                   ps[p].stream ? "streamed" : "ordinary", ms);
             first = 0;
             if (best_at[op] < 0 || ms < best[op]) best[op] = ms, best_at[op] = p, best_pattern[op] = ps[p];
         }
     }
     printf("],\n\"ops\": {");
     for (int op = 0; op < OPS; op++)
-        printf("%s\n  \"%s\": {\"ms\": %.6g, \"order\": \"%s\", \"stores\": \"%s\"}", op ? "," : "", op_names[op],
-               best[op], order_names[best_pattern[op].order], best_pattern[op].stream ? "streamed" : "ordinary");
+        printf("%s\n  \"%s\": {\"ms\": %.6g, \"order\": \"%s%s\", \"stores\": \"%s\"}", op ? "," : "",
+               op_names[op], best[op], order_names[best_pattern[op].order],
+               best_pattern[op].reverse ? ", reversed" : "", best_pattern[op].stream ? "streamed" : "ordinary");
     puts("}}");
     free_tensors(&t);
     return 0;
