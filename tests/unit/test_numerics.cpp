@@ -195,11 +195,13 @@ Outputs<T> run_all(const Shape& s, int threads) {
 template <class T>
 void check_thread_independence() {
     // (64, 40, 49) and (32, 48, 7): short planes, whose channels-first tasks take groups of channels
-    // (as many as the thread count leaves: one thread's groups are the largest). (112, 56, 196): over
-    // 4 MB with short planes (4.9 MB in float32), whose channels-first training passes write in
-    // memory order.
+    // (as many as the thread count leaves: one thread's groups are the largest), and whose backward
+    // in inference mode reduces tasks of 32 consecutive planes; (7, 5, 200) the same with fewer
+    // channels than a task's planes. (112, 56, 196) and (1600, 4, 196): over 4 MB with short planes
+    // (4.9 and 5 MB in float32), whose channels-first training passes run in memory order, the
+    // second with fewer channels than some thread counts.
     for (Shape s : {Shape{4, 3, 70001}, Shape{64, 37, 301}, Shape{1024, 257, 1}, Shape{5, 1, 65536}, Shape{64, 40, 49},
-                    Shape{32, 48, 7}, Shape{112, 56, 196}}) {
+                    Shape{32, 48, 7}, Shape{7, 5, 200}, Shape{112, 56, 196}, Shape{1600, 4, 196}}) {
         for (Layout layout : {Layout::channels_first, Layout::channels_last}) {
             s.layout = layout;
             SCOPED_TRACE(shape_name(s));

@@ -204,21 +204,22 @@ TEST(LargeProblems, prefetched_loops_match_reference_bf16) { check_prefetched_pr
 TEST(LargeProblems, prefetched_loops_match_reference_f16) { check_prefetched_problem<float16>(); }
 
 // Channels-first problems of 4 to 16 MB per tensor with planes under 4 KB run the training forward
-// and backward as two passes, the second over the whole array in memory order. About 5 MB per
-// tensor, on two threads (the path needs at least as many channels as threads, and groups form
-// only where the channels leave four groups per thread): 14x14 planes (float32 and 16-bit, under
-// 1 KB: the statistics in groups of channels; float64: 1568 bytes, a channel at a time) and planes
-// of 3000 bytes (a channel at a time).
+// and backward as two passes over the whole array in memory order, the first reducing tasks of
+// consecutive planes into partial sums merged per channel in task order. About 5 MB per tensor, on
+// two threads: 14x14 planes and planes of 3000 bytes; 24 channels (14x14: 32 planes per task, so a
+// task adds two planes of some channels into one sum; 3000 bytes: a plane per sum) and 3 channels
+// (fewer than the tasks' planes, and than some thread counts).
 template <class S>
 void check_cached_two_pass_problem() {
     const int previous = set_num_threads(2);
     const int64_t bytes = static_cast<int64_t>(sizeof(S));
-    for (const int64_t spatial : {int64_t{196}, 3000 / bytes}) {
-        const int64_t c = 24, n = (int64_t{5} << 20) / (c * spatial * bytes) + 1;
-        const Shape shape{n, c, spatial, Layout::channels_first};
-        SCOPED_TRACE(shape_name(shape));
-        check_all_operations<S>(shape);
-    }
+    for (const int64_t spatial : {int64_t{196}, 3000 / bytes})
+        for (const int64_t c : {int64_t{24}, int64_t{3}}) {
+            const int64_t n = (int64_t{5} << 20) / (c * spatial * bytes) + 1;
+            const Shape shape{n, c, spatial, Layout::channels_first};
+            SCOPED_TRACE(shape_name(shape));
+            check_all_operations<S>(shape);
+        }
     set_num_threads(previous);
 }
 TEST(LargeProblems, cached_two_pass_in_order_matches_reference_f32) { check_cached_two_pass_problem<float>(); }
