@@ -13,7 +13,8 @@
 //   forward training, channels-last: one read for the statistics (per-chunk sums, vectorized
 //     across channels with the accumulators in registers), then one read + one write;
 //   backward: sum dy and sum dy*(x - mean) in one pass, then dx, per channel while in cache (or,
-//     as the forward, in memory order after every channel's sums);
+//     as the forward, in memory order after every channel's sums, the sums too in memory order
+//     for runs of 512 bytes to 4 KB: in_order_gradients, also backward in inference mode's pass);
 //   inference, backward in inference mode: one read, one write (y = x*scale + shift, one FMA).
 // Outputs larger than the caches are written with non-temporal stores (no read-for-ownership),
 // except in runs too short to reach whole aligned vectors (channels-first planes under 4 KB).
@@ -855,6 +856,8 @@ void planar_backward_elementwise(const Plan& p, const S* dy, const S* x, S* dx, 
 // G*spatial values of a sample as one contiguous piece. Each channel's values are still added in
 // the same order into the same chunks, so results are bitwise those of a task per channel.
 constexpr int64_t kMaxGroup = 32;
+// Runs shorter than this form groups of channels (channel_group).
+constexpr int64_t kGroupBelowBytes = 512;
 
 // Channels per group: 1 (a task per channel) unless a run is shorter than 512 bytes, or 1024 bytes
 // when the tasks compute only the statistics (`statistics_only`: two_pass_in_order); then about
@@ -866,7 +869,7 @@ constexpr int64_t kMaxGroup = 32;
 // time (4 rounds, alternating, in a scratch build with a switch).
 inline int64_t channel_group(const Plan& p, int64_t element_bytes, bool statistics_only) {
     const int64_t run_bytes = p.g.spatial * element_bytes;
-    if (run_bytes >= (statistics_only ? 1024 : 512)) return 1;
+    if (run_bytes >= (statistics_only ? 2 * kGroupBelowBytes : kGroupBelowBytes)) return 1;
     const int64_t g = std::min(kMaxGroup, (4096 + run_bytes - 1) / run_bytes);
     return std::max<int64_t>(1, std::min(g, p.g.c / (4 * num_threads())));  // four groups per thread
 }
@@ -931,24 +934,45 @@ inline size_t in_order_workspace(const Geometry& g) {
     return 2 * static_cast<size_t>(tasks * std::min(per_task, g.c));
 }
 
-// Runs the tasks: plane(sums, c, offset) for each plane of channel c at `offset`, into its slot's
-// PairSums, then done(slot, sums) for each slot in use (slot: the task's first slot + j, an index
-// into the partial results); then, on the calling thread, merge(slot, c) for every task and slot in
-// order.
-template <class S, class Plane, class Done, class Merge>
-void reduce_in_order(const Geometry& g, int64_t weight, Plane&& plane, Done&& done, Merge&& merge) {
+// Whether a channels-first pass that reduces short planes does so in memory order (below): runs of
+// 512 bytes (where channel_group stops forming groups) to 4 KB. Shorter runs form groups of
+// channels, read in pieces of about 4 KB, which cost less than a sum per plane (measured at
+// backward and backward_inference).
+inline bool sums_in_memory_order(const Plan& p, int64_t element_bytes) {
+    const int64_t run_bytes = p.g.spatial * element_bytes;
+    return !p.interleaved && run_bytes >= kGroupBelowBytes && run_bytes < 4096;
+}
+
+// Each channel's gradient sums, sum_dy[c] and sum_dy_centered[c] (dy*(x - center[c])), in memory
+// order; with dx, also dx = dy*scale[c] in the same pass (backward in inference mode). `partial`:
+// in_order_workspace(g) doubles.
+template <class S>
+void in_order_gradients(const Plan& p, const S* dy, const S* x, S* dx, const Compute<S>* center,
+                        const Compute<S>* scale, double* partial, double* sum_dy, double* sum_dy_centered) {
+    const Geometry& g = p.g;
     const int64_t C = g.c, planes = g.n * C, per_task = planes_per_task(g);
     const int64_t tasks = (planes + per_task - 1) / per_task, slots = std::min(per_task, C);
+    double* part_a = partial;
+    double* part_b = partial + tasks * slots;
     auto in_task = [&](int64_t t) { return std::min(planes, (t + 1) * per_task) - t * per_task; };
-    parallel_for(tasks, weight * g.numel(), [&](int64_t t) {
-        const int64_t q0 = t * per_task, count = in_task(t), used = std::min(slots, count);
+    auto add_plane = [&](PairSums<S>& sums, int64_t q) {
+        const int64_t c = q % C, offset = q * g.spatial;
+        if (dx) sums.add_gradients_scaling(dy + offset, x + offset, dx + offset, g.spatial, center[c], scale[c], p.far);
+        else sums.add_gradients(dy + offset, x + offset, g.spatial, center[c], p.far.prefetch);
+    };
+    auto keep = [&](int64_t slot, const PairSums<S>& sums) {
+        part_a[slot] = sums.total_a();
+        part_b[slot] = sums.total_b();
+    };
+    parallel_for(tasks, 2 * g.numel(), [&](int64_t t) {
+        const int64_t q0 = t * per_task, count = in_task(t);
         if (count <= slots) {
             // A plane per slot: one PairSums, emptied for each plane.
             PairSums<S> sums;
             for (int64_t i = 0; i < count; ++i) {
                 if (i > 0) sums.reset(0.0);
-                plane(sums, (q0 + i) % C, (q0 + i) * g.spatial);
-                done(t * slots + i, sums);
+                add_plane(sums, q0 + i);
+                keep(t * slots + i, sums);
             }
             return;
         }
@@ -956,40 +980,18 @@ void reduce_in_order(const Geometry& g, int64_t weight, Plane&& plane, Done&& do
         // initialized).
         alignas(PairSums<S>) unsigned char raw[kMaxGroup * sizeof(PairSums<S>)];
         PairSums<S>* sums[kMaxGroup];
-        for (int64_t j = 0; j < used; ++j) sums[j] = new (raw + j * sizeof(PairSums<S>)) PairSums<S>();
-        for (int64_t i = 0; i < count; ++i) plane(*sums[i % slots], (q0 + i) % C, (q0 + i) * g.spatial);
-        for (int64_t j = 0; j < used; ++j) done(t * slots + j, *sums[j]);
+        for (int64_t j = 0; j < slots; ++j) sums[j] = new (raw + j * sizeof(PairSums<S>)) PairSums<S>();
+        for (int64_t i = 0; i < count; ++i) add_plane(*sums[i % slots], q0 + i);
+        for (int64_t j = 0; j < slots; ++j) keep(t * slots + j, *sums[j]);
     });
+    std::fill(sum_dy, sum_dy + C, 0.0);
+    std::fill(sum_dy_centered, sum_dy_centered + C, 0.0);
     for (int64_t t = 0; t < tasks; ++t)
-        for (int64_t j = 0, used = std::min(slots, in_task(t)); j < used; ++j) merge(t * slots + j, (t * per_task + j) % C);
-}
-
-// Each channel's gradient sums, sum_dy[c] and sum_dy_centered[c] (dy*(x - center[c])), in memory
-// order; with dx, also dx = dy*scale[c] in the same pass (backward in inference mode).
-template <class S>
-void in_order_gradients(const Plan& p, const S* dy, const S* x, S* dx, const Compute<S>* center,
-                        const Compute<S>* scale, double* partial, double* sum_dy, double* sum_dy_centered) {
-    const size_t slots = in_order_workspace(p.g) / 2;
-    double* part_a = partial;
-    double* part_b = partial + slots;
-    std::fill(sum_dy, sum_dy + p.g.c, 0.0);
-    std::fill(sum_dy_centered, sum_dy_centered + p.g.c, 0.0);
-    reduce_in_order<S>(
-        p.g, 2,
-        [&](PairSums<S>& sums, int64_t c, int64_t offset) {
-            if (dx)
-                sums.add_gradients_scaling(dy + offset, x + offset, dx + offset, p.g.spatial, center[c], scale[c],
-                                           p.far);
-            else sums.add_gradients(dy + offset, x + offset, p.g.spatial, center[c], p.far.prefetch);
-        },
-        [&](int64_t slot, const PairSums<S>& sums) {
-            part_a[slot] = sums.total_a();
-            part_b[slot] = sums.total_b();
-        },
-        [&](int64_t slot, int64_t c) {
-            sum_dy[c] += part_a[slot];
-            sum_dy_centered[c] += part_b[slot];
-        });
+        for (int64_t j = 0, used = std::min(slots, in_task(t)); j < used; ++j) {
+            const int64_t c = (t * per_task + j) % C;
+            sum_dy[c] += part_a[t * slots + j];
+            sum_dy_centered[c] += part_b[t * slots + j];
+        }
 }
 
 // The moments of channels [c0, c1), into out[c - c0]: per chunk (planar_chunk_moments), merged in
@@ -1395,8 +1397,7 @@ void backward(const BackwardArgs<S>& a) {
     // float32, 4 rounds alternating: 1.70-2.37 -> 1.37-1.78 ms on one thread, 0.98-1.35 -> 0.72-0.91
     // ms on two). Shorter runs form groups of channels, read in pieces of about 4 KB, which cost
     // less than a sum per plane (16-bit 14x14 planes: 1.2x slower in memory order on one thread).
-    const bool sums_in_order = !p.interleaved && two_pass_in_order(p, sizeof(S)) &&
-                               a.g.spatial * static_cast<int64_t>(sizeof(S)) >= 512;
+    const bool sums_in_order = two_pass_in_order(p, sizeof(S)) && sums_in_memory_order(p, sizeof(S));
     const Scratch<S> w(p, sums_in_order ? in_order_workspace(a.g) : 0);
     const int64_t C = a.g.c;
     const cpu::Far far = p.far;
@@ -1476,8 +1477,7 @@ void backward_inference(const BackwardInferenceArgs<S>& a) {
     // Shorter runs form groups of channels below, read in pieces of about 4 KB, which cost less
     // than a sum per plane (64x256x14x14 16-bit: the same on one thread, 1.5x slower on two in
     // memory order).
-    const int64_t run_bytes = a.g.spatial * static_cast<int64_t>(sizeof(S));
-    const bool in_order = sums && !p.interleaved && run_bytes >= 512 && run_bytes < 4096;
+    const bool in_order = sums && sums_in_memory_order(p, sizeof(S));
     const Scratch<S> w(p, in_order ? in_order_workspace(a.g) : 0);
     const int64_t C = a.g.c;
     const cpu::Far far = p.far;
