@@ -158,17 +158,23 @@ def child_env(threads):
     return env
 
 
+def run_json(cmd, threads):
+    """Runs one of the C/C++ binaries at this thread count and returns its JSON output; exits with its
+    error output when it fails."""
+    print("  " + " ".join(cmd), file=sys.stderr, flush=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=child_env(threads))
+    if out.returncode != 0:
+        sys.exit(f"{cmd[0]} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout)
+
+
 def run_gbench(binary, threads, args, extra, dtypes=None):
     cmd = [binary, f"--threads={threads}", f"--dtypes={','.join(dtypes or args.dtypes)}", "--benchmark_format=json",
            f"--benchmark_repetitions={args.repeats}", "--benchmark_report_aggregates_only=true",
            f"--benchmark_min_time={args.min_time}"] + extra
     if args.quick:
         cmd.append("--quick")
-    print("  " + " ".join(cmd), file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=child_env(threads))
-    if out.returncode != 0:
-        sys.exit(f"{binary} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    doc = json.loads(out.stdout)
+    doc = run_json(cmd, threads)
     results = {}  # name without "/real_time" -> {"ms", "error", "check", "impl"}
     for b in doc["benchmarks"]:
         name = b.get("run_name", b["name"]).replace("/real_time", "")
@@ -184,11 +190,7 @@ def bare(build, args, s, layout, dtype, threads):
     g = f"{shape_name(s)}/{layout}/{dtype}"
     cmd = [os.path.join(build, "bench", "bare_patterns"), shape_name(s), layout, str(ELEMENT_SIZE[dtype]),
            str(threads), str(args.repeats), str(args.min_time)]
-    print("  " + " ".join(cmd), file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=child_env(threads))
-    if out.returncode != 0:
-        sys.exit(f"{cmd[0]} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    doc = json.loads(out.stdout)
+    doc = run_json(cmd, threads)
     if "error" in doc:
         return {f"bare/{g}/{op}/t{threads}": {"error": doc["error"]} for op in OPS}
     return {f"bare/{g}/{op}/t{threads}": dict(doc["ops"][op]) for op in OPS}
@@ -197,8 +199,7 @@ def bare(build, args, s, layout, dtype, threads):
 def stream(build, args, threads):
     mb, reps = (400, 7) if not (args.quick or args.smoke) else (200, 5)
     cmd = [os.path.join(build, "bench", "stream_copy"), str(mb), str(reps)] + [str(t) for t in threads]
-    print("  " + " ".join(cmd), file=sys.stderr, flush=True)
-    doc = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, env=child_env(1)).stdout)
+    doc = run_json(cmd, 1)
     return {r["threads"]: r["gbps"] for r in doc["results"]}, doc
 
 
@@ -507,7 +508,7 @@ def main():
                                 # Would the bare pattern, this row's bytes in the fastest order, meet it?
                                 bare_pct = 100 * bytes_moved(s, dtype, op) / bp["ms"] / 1e6 / copy[(s, layout, dtype, t)]
                                 bare_best = min(peers) / bp["ms"] if peers else None
-                                bare_ok = target(op, layout, layout == "nc", bare_pct, bare_best)[0]
+                                bare_ok = target(op, layout, False, bare_pct, bare_best)[0]
                                 figures = f"{bare_pct:.0f}%" + (f", {bare_best:.2f}x" if bare_best is not None else "")
                                 text += f"; bare {'meets it' if bare_ok else 'misses too'}: {figures}"
                                 bare_misses += not bare_ok
