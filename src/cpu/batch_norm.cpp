@@ -14,8 +14,11 @@
 //     across channels with the accumulators in registers), then one read + one write;
 //   backward: sum dy and sum dy*(x - mean) in one pass, then dx, per channel while in cache (or,
 //     as the forward, in memory order after every channel's sums, the sums too in memory order
-//     for runs of 512 bytes to 4 KB: in_order_gradients, also backward in inference mode's pass);
+//     for runs of 256 bytes to 4 KB: in_order_gradients, also backward in inference mode's pass);
 //   inference, backward in inference mode: one read, one write (y = x*scale + shift, one FMA).
+// Channels-first passes in memory order over planes of a vector to 4 KB (FlatMap, FlatGradients)
+// go in vectors aligned to the array, not plane by plane: a vector that spans two planes takes
+// each plane's coefficients in its lanes, so short planes cost no partial vectors of their own.
 // Outputs larger than the caches are written with non-temporal stores (no read-for-ownership),
 // except in runs too short to reach whole aligned vectors (channels-first planes under 4 KB).
 //
@@ -47,9 +50,10 @@
 #include <hwy/highway.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
-#include <new>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -557,8 +561,10 @@ struct PairSums {
         const DC d;
         const int64_t i = length - static_cast<int64_t>(hn::Lanes(d));
         const auto g = load(d, dy + i);
-        const auto used = hn::IfThenElseZero(tail_mask(d, rem), g);
-        add_block_sums(d, used, hn::Mul(used, hn::Sub(load(d, x + i), hn::Set(d, center))), a, b);
+        const auto mine = tail_mask(d, rem);
+        const auto used = hn::IfThenElseZero(mine, g);
+        add_block_sums(d, used, hn::Mul(used, hn::IfThenElseZero(mine, hn::Sub(load(d, x + i), hn::Set(d, center)))), a,
+                       b);
         return g;
     }
 
@@ -595,10 +601,16 @@ struct PairSums {
         const auto k = hn::Set(d, scale);
         gradient_blocks(dy, x, j, whole, center, far.prefetch,
                         [&](auto dv, int64_t i, auto g) { store(dv, hn::Mul(g, k), dx + i, stream); });
-        if (whole < length && length >= lanes && dx != dy && dx != x) {
-            // dx of the last vector is written whole: its other lanes get the values they have.
+        if (whole < length && length >= lanes) {
+            // The sums as without aliasing (the lanes the loop above may have written are masked
+            // out); dx of the last vector is written whole (its other lanes get the values they
+            // have), or, when dx aliases an input, element by element from the inputs left.
             const auto g = add_last_gradients(dy, x, length, length - whole, center);
-            store(d, hn::Mul(g, k), dx + length - lanes, false);
+            if (dx != dy && dx != x) {
+                store(d, hn::Mul(g, k), dx + length - lanes, false);
+                return;
+            }
+            for (j = whole; j < length; ++j) store(d1, hn::Mul(load(d1, dy + j), hn::Set(d1, scale)), dx + j, false);
             return;
         }
         for (j = whole; j < length; ++j) one(j);
@@ -760,6 +772,268 @@ struct Scratch {
     C* coefficients(int64_t i, int64_t c) const { return coefficient + i * c; }
 };
 
+// ---- channels-first passes in vectors aligned to the array --------------------------------------
+// Lanes [first, first + count) of the vector at element i of p, through a copy (the others zero),
+// and their store: the vectors at a task's ends, whose other lanes are another task's or lie past
+// the array.
+template <class S>
+HWY_INLINE hn::Vec<hn::ScalableTag<Compute<S>>> load_part(const S* p, int64_t i, int64_t first, int64_t count) {
+    const hn::ScalableTag<Compute<S>> d;
+    HWY_ALIGN S buffer[hn::MaxLanes(d)] = {};
+    std::memcpy(buffer + first, p + i + first, static_cast<size_t>(count) * sizeof(S));
+    return load(d, buffer);
+}
+template <class S>
+HWY_INLINE void store_part(hn::Vec<hn::ScalableTag<Compute<S>>> v, S* p, int64_t i, int64_t first, int64_t count) {
+    const hn::ScalableTag<Compute<S>> d;
+    HWY_ALIGN S buffer[hn::MaxLanes(d)];
+    store(d, v, buffer, false);
+    std::memcpy(p + i + first, buffer + first, static_cast<size_t>(count) * sizeof(S));
+}
+
+// The gradient sums of one plane (channel c = q % C of sample q / C: elements [s, s + spatial)) in
+// vectors aligned to the array's start (element e goes to lane e % lanes), and with dx, dx =
+// dy*scale[c] as whole vectors too: a vector that starts in the previous plane takes that plane's
+// scale in its first lanes, and the vector that ends a plane in the middle is written by the next
+// plane (they are adjacent in memory). Vectors beyond the task's planes [s0, s1) are read through
+// a copy and written lane by lane, never touching another task's elements or the array's ends.
+// Each lane's float sums are added into double vectors every kBlock vectors, and the plane's totals
+// are their lanes' sum. Needs spatial >= lanes (a vector spans at most two planes).
+template <class S>
+struct FlatGradients {
+    using C = Compute<S>;
+    using DC = hn::ScalableTag<C>;
+    using W = Widen<DC>;
+    using DD = typename W::DD;
+    const S* dy;
+    const S* x;
+    S* dx;  // nullptr: the sums only
+    const C* center;
+    const C* scale;
+    int64_t channels, spatial;
+    bool prefetch;
+
+    // Returns the plane's sums, sum dy and sum dy*(x - center), per lane of a double vector (the
+    // lanes are added at the very end, per channel). `stream`: dx is streamed (aligned vectors).
+    template <bool stream>
+    HWY_INLINE void plane(int64_t q, int64_t s0, int64_t s1, hn::Vec<DD>& total_a, hn::Vec<DD>& total_b) const {
+        const DC d;
+        const DD dd;
+        const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+        const int64_t c = q % channels, s = q * spatial, e = s + spatial;
+        const auto mu = hn::Set(d, center[c]);
+        const auto k = hn::Set(d, dx ? scale[c] : C(0));
+        auto A0 = hn::Zero(dd), A1 = A0, B0 = A0, B1 = A0;
+        auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        auto flush = [&]() BNORM_LOOP {
+            hn::Vec<DD> lo, hi;
+            W::apply(hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)), lo, hi);
+            A0 = hn::Add(A0, lo);
+            if constexpr (W::kParts == 2) A1 = hn::Add(A1, hi);
+            W::apply(hn::Add(hn::Add(b0, b1), hn::Add(b2, b3)), lo, hi);
+            B0 = hn::Add(B0, lo);
+            if constexpr (W::kParts == 2) B1 = hn::Add(B1, hi);
+            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = hn::Zero(d);
+        };
+        int64_t i = s - s % lanes, used = 0;
+        if (i < s) {
+            // The vector that starts in the previous plane: lanes [head, lanes) are this plane's.
+            const int64_t head = s - i;
+            const bool edge = i < s0;  // the previous plane is another task's
+            const auto g = edge ? load_part<S>(dy, i, head, lanes - head) : load(d, dy + i);
+            const auto xv = edge ? load_part<S>(x, i, head, lanes - head) : load(d, x + i);
+            const auto mine = hn::Not(hn::FirstN(d, static_cast<size_t>(head)));
+            a0 = hn::IfThenElseZero(mine, g);
+            b0 = hn::Mul(a0, hn::IfThenElseZero(mine, hn::Sub(xv, mu)));
+            if (dx) {
+                if (edge) {
+                    store_part<S>(hn::Mul(g, k), dx, i, head, lanes - head);
+                } else {
+                    const auto before = hn::Set(d, scale[(q + channels - 1) % channels]);
+                    store(d, hn::Mul(g, hn::IfThenElse(mine, k, before)), dx + i, stream);
+                }
+            }
+            used = 1;
+            i += lanes;
+        }
+        prefetching(prefetch, [&](auto pf) BNORM_LOOP {
+            while (i + lanes <= e) {
+                const int64_t n = std::min(kBlock - used, (e - i) / lanes);
+                int64_t v = 0;
+                for (; v + 4 <= n; v += 4, i += 4 * lanes) {
+                    for (int64_t r = 0; r < 4; ++r) {
+                        ahead(pf, dy + i + r * lanes);
+                        ahead(pf, x + i + r * lanes);
+                    }
+                    const auto g0 = load(d, dy + i), g1 = load(d, dy + i + lanes);
+                    const auto g2 = load(d, dy + i + 2 * lanes), g3 = load(d, dy + i + 3 * lanes);
+                    a0 = hn::Add(a0, g0);
+                    b0 = hn::MulAdd(g0, hn::Sub(load(d, x + i), mu), b0);
+                    a1 = hn::Add(a1, g1);
+                    b1 = hn::MulAdd(g1, hn::Sub(load(d, x + i + lanes), mu), b1);
+                    a2 = hn::Add(a2, g2);
+                    b2 = hn::MulAdd(g2, hn::Sub(load(d, x + i + 2 * lanes), mu), b2);
+                    a3 = hn::Add(a3, g3);
+                    b3 = hn::MulAdd(g3, hn::Sub(load(d, x + i + 3 * lanes), mu), b3);
+                    if (dx) {
+                        store(d, hn::Mul(g0, k), dx + i, stream);
+                        store(d, hn::Mul(g1, k), dx + i + lanes, stream);
+                        store(d, hn::Mul(g2, k), dx + i + 2 * lanes, stream);
+                        store(d, hn::Mul(g3, k), dx + i + 3 * lanes, stream);
+                    }
+                }
+                for (; v < n; ++v, i += lanes) {
+                    const auto g0 = load(d, dy + i);
+                    a0 = hn::Add(a0, g0);
+                    b0 = hn::MulAdd(g0, hn::Sub(load(d, x + i), mu), b0);
+                    if (dx) store(d, hn::Mul(g0, k), dx + i, stream);
+                }
+                used += n;
+                if (used == kBlock) {
+                    flush();
+                    used = 0;
+                }
+            }
+        });
+        if (i < e) {
+            // The vector that ends this plane and starts the next: lanes [0, tail) are this plane's;
+            // the next plane writes its dx, unless that plane is another task's (or past the end).
+            const int64_t tail = e - i;
+            const bool edge = e >= s1;
+            const auto g = edge ? load_part<S>(dy, i, 0, tail) : load(d, dy + i);
+            const auto xv = edge ? load_part<S>(x, i, 0, tail) : load(d, x + i);
+            const auto mine = hn::FirstN(d, static_cast<size_t>(tail));
+            const auto used_g = hn::IfThenElseZero(mine, g);
+            a1 = hn::Add(a1, used_g);
+            b1 = hn::MulAdd(used_g, hn::IfThenElseZero(mine, hn::Sub(xv, mu)), b1);
+            if (dx && edge) store_part<S>(hn::Mul(g, k), dx, i, 0, tail);
+        }
+        flush();
+        if constexpr (W::kParts == 2) {
+            A0 = hn::Add(A0, A1);
+            B0 = hn::Add(B0, B1);
+        }
+        total_a = A0;
+        total_b = B0;
+    }
+};
+
+// out = f(coefficients of the element's channel, in0, in1) over whole planes of a channels-first
+// array, in memory order, in vectors aligned to the array's start: a vector that starts in the
+// previous plane takes that plane's coefficients in its first lanes, and the vector that ends a
+// plane in the middle is written by the next plane. So short planes (14x14) cost no partial
+// vectors of their own, and outputs can be streamed whole. Vectors beyond a task's planes are
+// read through a copy and written lane by lane: never another task's elements, nor past the
+// array's ends. Needs spatial >= lanes (a vector spans at most two planes). Each output is
+// computed from its own inputs only, after they are read, so out may alias in0 or in1.
+// f(d, k, v0, v1): k, the K coefficient vectors; v1 is v0 when there is no in1.
+template <class S, int K, bool kTwo, class F>
+struct FlatMap {
+    using C = Compute<S>;
+    using DC = hn::ScalableTag<C>;
+    const S* in0;
+    const S* in1;  // used when kTwo
+    S* out;
+    const C* coefficient[K];
+    int64_t channels, spatial;
+    F f;
+
+    template <bool stream, class P>
+    HWY_INLINE void planes(int64_t q0, int64_t q1, P pf) const {
+        const DC d;
+        const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+        const int64_t s0 = q0 * spatial, s1 = q1 * spatial;
+        hn::Vec<DC> k[K], previous[K];
+        for (int j = 0; j < K; ++j) previous[j] = hn::Set(d, coefficient[j][(q0 + channels - 1) % channels]);
+        auto value = [&](const hn::Vec<DC>* kv, int64_t i) BNORM_LOOP {
+            const auto v0 = load(d, in0 + i);
+            if constexpr (kTwo) return f(d, kv, v0, load(d, in1 + i));
+            else return f(d, kv, v0, v0);
+        };
+        // Lanes [first, first + count) of the vector at i, through copies.
+        auto part = [&](const hn::Vec<DC>* kv, int64_t i, int64_t first, int64_t count) BNORM_LOOP {
+            const auto v0 = load_part<S>(in0, i, first, count);
+            hn::Vec<DC> v;
+            if constexpr (kTwo) v = f(d, kv, v0, load_part<S>(in1, i, first, count));
+            else v = f(d, kv, v0, v0);
+            store_part<S>(v, out, i, first, count);
+        };
+        for (int64_t q = q0; q < q1; ++q) {
+            const int64_t c = q % channels, s = q * spatial, e = s + spatial;
+            for (int j = 0; j < K; ++j) k[j] = hn::Set(d, coefficient[j][c]);
+            int64_t i = s - s % lanes;
+            if (i < s) {
+                const int64_t head = s - i;
+                if (i < s0) {
+                    part(k, i, head, lanes - head);
+                } else {
+                    const auto mine = hn::Not(hn::FirstN(d, static_cast<size_t>(head)));
+                    hn::Vec<DC> blend[K];
+                    for (int j = 0; j < K; ++j) blend[j] = hn::IfThenElse(mine, k[j], previous[j]);
+                    store(d, value(blend, i), out + i, stream);
+                }
+                i += lanes;
+            }
+            for (; i + 2 * lanes <= e; i += 2 * lanes) {
+                for (int64_t r = 0; r < 2; ++r) {
+                    ahead(pf, in0 + i + r * lanes);
+                    if constexpr (kTwo) ahead(pf, in1 + i + r * lanes);
+                }
+                const auto y0 = value(k, i), y1 = value(k, i + lanes);
+                store(d, y0, out + i, stream);
+                store(d, y1, out + i + lanes, stream);
+            }
+            if (i + lanes <= e) {
+                store(d, value(k, i), out + i, stream);
+                i += lanes;
+            }
+            if (i < e && e >= s1) part(k, i, 0, e - i);  // the task's last vector
+            for (int j = 0; j < K; ++j) previous[j] = k[j];
+        }
+    }
+};
+
+// Whether a flat walk streams its output: when `far` streams, out is aligned to the vectors, and a
+// tensor exceeds kFlatStreamBytes. 8 MB on the AMD host (32 MB L3): 64x256x14x14 float32 (12.8 MB
+// per tensor) 1.2-1.5x faster streamed in backward and backward in inference mode, the same in the
+// forward passes; 16-bit (6.4 MB) 1.1-1.3x slower streamed in the training passes and the
+// inference forward, whose tensors stay in the L3 from call to call (6 rounds alternating).
+constexpr int64_t kFlatStreamBytes = int64_t{8} << 20;
+template <class S>
+inline bool flat_stream(const Geometry& g, cpu::Far far, const S* out) {
+    const uintptr_t vector_bytes = hn::Lanes(hn::ScalableTag<Compute<S>>()) * sizeof(S);
+    return far.stream && g.numel() * static_cast<int64_t>(sizeof(S)) > kFlatStreamBytes &&
+           reinterpret_cast<uintptr_t>(out) % vector_bytes == 0;
+}
+
+// out = f(d, k, in0, in1) over every plane of the array (FlatMap), in parallel tasks of consecutive
+// planes (about kChunkElements values each); `weight` as for for_planes_in_order.
+template <class S, int K, bool kTwo, class F>
+void flat_map(const Geometry& g, const S* in0, const S* in1, S* out, const std::array<const Compute<S>*, K>& k,
+              cpu::Far far, int64_t weight, F&& f) {
+    FlatMap<S, K, kTwo, F&> m{in0, in1, out, {}, g.c, g.spatial, f};
+    for (int j = 0; j < K; ++j) m.coefficient[j] = k[j];
+    const int64_t planes = g.n * g.c;
+    const int64_t per_task = std::max<int64_t>(1, cpu::kChunkElements / g.spatial);
+    const bool stream = flat_stream(g, far, out);
+    parallel_for((planes + per_task - 1) / per_task, weight * g.numel(), [&](int64_t t) {
+        const int64_t q0 = t * per_task, q1 = std::min(planes, q0 + per_task);
+        prefetching(far.prefetch, [&](auto pf) BNORM_LOOP {
+            if (stream) m.template planes<true>(q0, q1, pf);
+            else m.template planes<false>(q0, q1, pf);
+        });
+    });
+}
+
+// Whether the flat walks above apply: channels-first planes of at least a vector and under 4 KB
+// (longer planes cost little per plane, and are streamed from their own alignment by map_run).
+template <class S>
+inline bool flat_planes(const Geometry& g) {
+    const int64_t run_bytes = g.spatial * static_cast<int64_t>(sizeof(S));
+    return !g.interleaved() && g.spatial >= static_cast<int64_t>(hn::Lanes(hn::ScalableTag<Compute<S>>())) &&
+           run_bytes < 4096;
+}
+
 // ---- planar (channels-first, spatial > 1) building blocks ---------------------------------------
 template <class S>
 Moments planar_chunk_moments(const Plan& p, const S* x, int64_t c, int64_t k) {
@@ -819,6 +1093,11 @@ void for_planes_in_order(const Geometry& g, int64_t weight, Plane&& plane) {
 template <class S>
 void planar_affine_in_order(const Geometry& g, const S* x, S* out, const Compute<S>* scale,
                             const Compute<S>* shift, cpu::Far far) {
+    if (flat_planes<S>(g)) {
+        flat_map<S, 2, false>(g, x, x, out, {scale, shift}, far, 1,
+                              [](auto d, const auto* k, auto v, auto) { (void)d; return hn::MulAdd(v, k[0], k[1]); });
+        return;
+    }
     for_planes_in_order(g, 1, [&](int64_t c, int64_t offset) {
         map_run(x + offset, out + offset, g.spatial, far, x != out, [&](auto d, auto v, int64_t) {
             return hn::MulAdd(v, hn::Set(d, scale[c]), hn::Set(d, shift[c]));
@@ -923,7 +1202,10 @@ void group_runs(const Plan& p, int64_t c0, int64_t c1, bool chunked, bool revers
 // (q - q0) % slots, and slot j is channel (q0 + j) % C). The tasks' partial results are then merged
 // per channel in task order. Tasks and order depend only on the problem, so results do not depend
 // on the thread count. The channel-group tasks read a sample's piece of a group of channels, then
-// jump a whole sample; measured against them at backward and backward_inference.
+// jump a whole sample; measured against them at backward and backward_inference. Each plane is
+// summed by FlatGradients, in vectors aligned to the array, into double vectors whose lanes are
+// added at the task's end (a sum of lanes per plane, and the sums through memory of PairSums, were
+// a fifth of the time of 64x256x14x14 backward in inference mode).
 inline int64_t planes_per_task(const Geometry& g) {
     return std::clamp<int64_t>(cpu::kChunkElements / g.spatial, 1, kMaxGroup);
 }
@@ -935,12 +1217,17 @@ inline size_t in_order_workspace(const Geometry& g) {
 }
 
 // Whether a channels-first pass that reduces short planes does so in memory order (below): runs of
-// 512 bytes (where channel_group stops forming groups) to 4 KB. Shorter runs form groups of
-// channels, read in pieces of about 4 KB, which cost less than a sum per plane (measured at
-// backward and backward_inference).
-inline bool sums_in_memory_order(const Plan& p, int64_t element_bytes) {
-    const int64_t run_bytes = p.g.spatial * element_bytes;
-    return !p.interleaved && run_bytes >= kGroupBelowBytes && run_bytes < 4096;
+// 256 bytes to 4 KB, of at least a vector (FlatGradients). Shorter runs form groups of channels,
+// read in pieces of about 4 KB (not measured against the walk in memory order there). With the
+// plane sums in vectors aligned to the array (FlatGradients), 64x256x14x14 16-bit (392-byte runs)
+// backward in inference mode is 1.2-1.3x faster in memory order than in groups on one thread and
+// 1.0-1.15x on two, its training backward the same (0.98-1.03x); with the sums per run (PairSums)
+// before it, memory order had been 1.2-1.5x slower than the groups for 16-bit.
+template <class S>
+inline bool sums_in_memory_order(const Plan& p) {
+    const int64_t run_bytes = p.g.spatial * static_cast<int64_t>(sizeof(S));
+    const int64_t lanes = static_cast<int64_t>(hn::Lanes(hn::ScalableTag<Compute<S>>()));
+    return !p.interleaved && p.g.spatial >= lanes && run_bytes >= 256 && run_bytes < 4096;
 }
 
 // Each channel's gradient sums, sum_dy[c] and sum_dy_centered[c] (dy*(x - center[c])), in memory
@@ -949,40 +1236,47 @@ inline bool sums_in_memory_order(const Plan& p, int64_t element_bytes) {
 template <class S>
 void in_order_gradients(const Plan& p, const S* dy, const S* x, S* dx, const Compute<S>* center,
                         const Compute<S>* scale, double* partial, double* sum_dy, double* sum_dy_centered) {
+    using DD = hn::ScalableTag<double>;
+    const DD dd;
     const Geometry& g = p.g;
-    const int64_t C = g.c, planes = g.n * C, per_task = planes_per_task(g);
+    const int64_t C = g.c, planes = g.n * C, per_task = planes_per_task(g), L = static_cast<int64_t>(hn::Lanes(dd));
     const int64_t tasks = (planes + per_task - 1) / per_task, slots = std::min(per_task, C);
     double* part_a = partial;
     double* part_b = partial + tasks * slots;
     auto in_task = [&](int64_t t) { return std::min(planes, (t + 1) * per_task) - t * per_task; };
-    auto add_plane = [&](PairSums<S>& sums, int64_t q) {
-        const int64_t c = q % C, offset = q * g.spatial;
-        if (dx) sums.add_gradients_scaling(dy + offset, x + offset, dx + offset, g.spatial, center[c], scale[c], p.far);
-        else sums.add_gradients(dy + offset, x + offset, g.spatial, center[c], p.far.prefetch);
-    };
-    auto keep = [&](int64_t slot, const PairSums<S>& sums) {
-        part_a[slot] = sums.total_a();
-        part_b[slot] = sums.total_b();
-    };
+    const bool stream = dx && flat_stream(g, p.far, dx);
+    const FlatGradients<S> walk{dy, x, dx, center, scale, C, g.spatial, p.far.prefetch};
     parallel_for(tasks, 2 * g.numel(), [&](int64_t t) {
         const int64_t q0 = t * per_task, count = in_task(t);
-        if (count <= slots) {
-            // A plane per slot: one PairSums, emptied for each plane.
-            PairSums<S> sums;
-            for (int64_t i = 0; i < count; ++i) {
-                if (i > 0) sums.reset(0.0);
-                add_plane(sums, q0 + i);
-                keep(t * slots + i, sums);
-            }
-            return;
+        const int64_t s0 = q0 * g.spatial, s1 = (q0 + count) * g.spatial;
+        // A slot per plane, or per channel when the task holds more planes than there are channels
+        // (plane i to slot i % slots, added in plane order), as a double vector; its lanes are added
+        // at the task's end.
+        HWY_ALIGN double a[kMaxGroup * hn::MaxLanes(DD())], b[kMaxGroup * hn::MaxLanes(DD())];
+        if (count > slots) {
+            std::fill(a, a + slots * L, 0.0);
+            std::fill(b, b + slots * L, 0.0);
         }
-        // Fewer channels than planes: a PairSums per channel (about 400 bytes each, only those in use
-        // initialized).
-        alignas(PairSums<S>) unsigned char raw[kMaxGroup * sizeof(PairSums<S>)];
-        PairSums<S>* sums[kMaxGroup];
-        for (int64_t j = 0; j < slots; ++j) sums[j] = new (raw + j * sizeof(PairSums<S>)) PairSums<S>();
-        for (int64_t i = 0; i < count; ++i) add_plane(*sums[i % slots], q0 + i);
-        for (int64_t j = 0; j < slots; ++j) keep(t * slots + j, *sums[j]);
+        auto run = [&](auto streamed) BNORM_LOOP {
+            for (int64_t i = 0; i < count; ++i) {
+                hn::Vec<DD> plane_a, plane_b;
+                walk.template plane<decltype(streamed)::value>(q0 + i, s0, s1, plane_a, plane_b);
+                double* slot_a = a + (i % slots) * L;
+                double* slot_b = b + (i % slots) * L;
+                if (count > slots) {
+                    plane_a = hn::Add(hn::Load(dd, slot_a), plane_a);
+                    plane_b = hn::Add(hn::Load(dd, slot_b), plane_b);
+                }
+                hn::Store(plane_a, dd, slot_a);
+                hn::Store(plane_b, dd, slot_b);
+            }
+        };
+        if (stream) run(std::true_type{});
+        else run(std::false_type{});
+        for (int64_t j = 0, used = std::min(slots, count); j < used; ++j) {
+            part_a[t * slots + j] = hn::GetLane(hn::SumOfLanes(dd, hn::Load(dd, a + j * L)));
+            part_b[t * slots + j] = hn::GetLane(hn::SumOfLanes(dd, hn::Load(dd, b + j * L)));
+        }
     });
     std::fill(sum_dy, sum_dy + C, 0.0);
     std::fill(sum_dy_centered, sum_dy_centered + C, 0.0);
@@ -1297,7 +1591,13 @@ void forward_training(const ForwardTrainingArgs<S>& a) {
                 affine_run(a.x, a.y, offset, length, center[c], scale[c], shift[c], cached);
             });
         });
-        if (in_order)
+        if (in_order && flat_planes<S>(a.g))
+            flat_map<S, 3, false>(a.g, a.x, a.x, a.y, {center, scale, shift}, far, 1,
+                                  [](auto d, const auto* k, auto v, auto) {
+                                      (void)d;
+                                      return hn::MulAdd(hn::Sub(v, k[0]), k[1], k[2]);
+                                  });
+        else if (in_order)
             for_planes_in_order(a.g, 1, [&](int64_t c, int64_t offset) {
                 affine_run(a.x, a.y, offset, a.g.spatial, center[c], scale[c], shift[c], far);
             });
@@ -1390,14 +1690,31 @@ void interleaved_gradients(const Plan& p, const S* dy, const S* x, const Compute
         }
 }
 
+// dx = dy*scale + (x - center)*slope + shift over the whole channels-first array, in memory order.
+template <class S>
+void backward_in_order(const BackwardArgs<S>& a, const Compute<S>* center, const Compute<S>* scale,
+                       const Compute<S>* slope, const Compute<S>* shift, cpu::Far far) {
+    if (flat_planes<S>(a.g)) {
+        flat_map<S, 4, true>(a.g, a.dy, a.x, a.dx, {scale, center, slope, shift}, far, 2,
+                             [](auto d, const auto* k, auto g, auto v) {
+                                 (void)d;
+                                 return hn::MulAdd(g, k[0], hn::MulAdd(hn::Sub(v, k[1]), k[2], k[3]));
+                             });
+        return;
+    }
+    for_planes_in_order(a.g, 2, [&](int64_t c, int64_t offset) {
+        backward_run(a.dy, a.x, a.dx, offset, a.g.spatial, center[c], scale[c], slope[c], shift[c], far);
+    });
+}
+
 template <class S>
 void backward(const BackwardArgs<S>& a) {
     const Plan p(a.g, sizeof(S));
-    // Runs of 512 bytes to 4 KB: the sums in memory order too (in_order_gradients; 64x256x14x14
+    // Runs of 256 bytes to 4 KB: the sums in memory order too (in_order_gradients; 64x256x14x14
     // float32, 4 rounds alternating: 1.70-2.37 -> 1.37-1.78 ms on one thread, 0.98-1.35 -> 0.72-0.91
-    // ms on two). Shorter runs form groups of channels, read in pieces of about 4 KB, which cost
-    // less than a sum per plane (16-bit 14x14 planes: 1.2x slower in memory order on one thread).
-    const bool sums_in_order = two_pass_in_order(p, sizeof(S)) && sums_in_memory_order(p, sizeof(S));
+    // ms on two, with the sums per run; see sums_in_memory_order). Shorter runs form groups of
+    // channels, read in pieces of about 4 KB.
+    const bool sums_in_order = two_pass_in_order(p, sizeof(S)) && sums_in_memory_order<S>(p);
     const Scratch<S> w(p, sums_in_order ? in_order_workspace(a.g) : 0);
     const int64_t C = a.g.c;
     const cpu::Far far = p.far;
@@ -1419,9 +1736,7 @@ void backward(const BackwardArgs<S>& a) {
         in_order_gradients(p, a.dy, a.x, static_cast<S*>(nullptr), center, static_cast<const Compute<S>*>(nullptr),
                            w.extra, w.chunk_a, w.chunk_b);
         backward_coefficients(a, 0, C, w.chunk_a, w.chunk_b, scale, slope, shift);
-        for_planes_in_order(a.g, 2, [&](int64_t c, int64_t offset) {
-            backward_run(a.dy, a.x, a.dx, offset, a.g.spatial, center[c], scale[c], slope[c], shift[c], far);
-        });
+        backward_in_order(a, center, scale, slope, shift, far);
     } else if (C >= num_threads()) {
         // A task per channel, or per group of channels with short planes: both sums, then dx while
         // the channel or group is in cache, or, in order, of the whole array after every channel's
@@ -1439,10 +1754,7 @@ void backward(const BackwardArgs<S>& a) {
                 backward_run(a.dy, a.x, a.dx, offset, length, center[c], scale[c], slope[c], shift[c], cached);
             });
         });
-        if (in_order)
-            for_planes_in_order(a.g, 2, [&](int64_t c, int64_t offset) {
-                backward_run(a.dy, a.x, a.dx, offset, a.g.spatial, center[c], scale[c], slope[c], shift[c], far);
-            });
+        if (in_order) backward_in_order(a, center, scale, slope, shift, far);
     } else {
         parallel_for(C * p.chunks, 2 * a.g.numel(), [&](int64_t t) {
             const int64_t c = t / p.chunks;
@@ -1471,13 +1783,13 @@ void backward_inference(const BackwardInferenceArgs<S>& a) {
     using CT = Compute<S>;
     const Plan p(a.g, sizeof(S));
     const bool sums = a.dweight || a.dbias;
-    // Runs of 512 bytes to 4 KB: the one pass in memory order (in_order_gradients), instead of a
+    // Runs of 256 bytes to 4 KB: the one pass in memory order (in_order_gradients), instead of a
     // task per channel whose runs lie a whole sample apart: 64x256x14x14 float32, 4 rounds
-    // alternating, 1.32-1.50 -> 0.85-1.19 ms on one thread, 0.58-0.78 -> 0.46-0.60 ms on two.
-    // Shorter runs form groups of channels below, read in pieces of about 4 KB, which cost less
-    // than a sum per plane (64x256x14x14 16-bit: the same on one thread, 1.5x slower on two in
-    // memory order).
-    const bool in_order = sums && sums_in_memory_order(p, sizeof(S));
+    // alternating, 1.32-1.50 -> 0.85-1.19 ms on one thread, 0.58-0.78 -> 0.46-0.60 ms on two (sums
+    // per run); in vectors aligned to the array (FlatGradients), 0.80 -> 0.62 ms (6 rounds, the
+    // lowest of each side's repetitions). Shorter runs form groups of channels below, read in
+    // pieces of about 4 KB.
+    const bool in_order = sums && sums_in_memory_order<S>(p);
     const Scratch<S> w(p, in_order ? in_order_workspace(a.g) : 0);
     const int64_t C = a.g.c;
     const cpu::Far far = p.far;

@@ -2,6 +2,7 @@
 // large offsets, exact behaviour on constant channels, the paper's scale invariance, results that
 // do not depend on the thread count, and in-place operation.
 #include <cstring>
+#include <span>
 
 #include "common.hpp"
 
@@ -158,61 +159,131 @@ TEST(ScaleInvariance, bn_of_scaled_input_equals_bn_of_input_f32_nhwc) { check_sc
 
 // Every output of every operation, bitwise, for 1, 2, 3 and 7 threads; shapes large enough that
 // the kernels really split the work over threads.
+// 16-bit outputs are compared as their bits.
 template <class T>
+constexpr bool kHalf = std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>;
+template <class T>
+using Stored = std::conditional_t<kHalf<T>, uint16_t, T>;
+
+template <class T>
+std::vector<T> random_data(int64_t size, uint32_t seed, double mean = 0.0, double stddev = 1.0) {
+    if constexpr (kHalf<T>) {
+        std::vector<T> out;
+        for (float v : random_vector<float>(size, seed, mean, stddev))
+            if constexpr (std::is_same_v<T, bfloat16>) out.push_back(to_bfloat16(v));
+            else out.push_back(to_float16(v));
+        return out;
+    } else {
+        return random_vector<T>(size, seed, mean, stddev);
+    }
+}
+
+template <class T, class P = T>
 struct Outputs {
-    std::vector<T> y, save_mean, save_invstd, running_mean, running_var, y_inference, dx, dweight, dbias,
-        dx_inference, dweight_inference, dbias_inference;
+    std::vector<Stored<T>> y, y_inference, dx, dx_inference;
+    std::vector<P> save_mean, save_invstd, running_mean, running_var, dweight, dbias, dweight_inference,
+        dbias_inference;
     bool operator==(const Outputs&) const = default;
 };
 
+// Storage for `size` elements starting `offset` elements past a 64-byte boundary (std::vector's
+// own alignment is only malloc's: the kernels' streamed stores need vector-aligned outputs).
 template <class T>
-Outputs<T> run_all(const Shape& s, int threads) {
+struct Placed {
+    std::vector<T> storage;
+    std::span<T> span;
+    Placed(int64_t size, size_t offset) : storage(static_cast<size_t>(size) + offset + 64) {
+        const auto address = reinterpret_cast<uintptr_t>(storage.data());
+        const size_t first = ((64 - address % 64) % 64) / sizeof(T) + offset;
+        span = std::span<T>(storage.data() + first, static_cast<size_t>(size));
+    }
+    Placed(const std::vector<T>& values, size_t offset) : Placed(static_cast<int64_t>(values.size()), offset) {
+        std::copy(values.begin(), values.end(), span.begin());
+    }
+    std::vector<Stored<T>> values() const {
+        std::vector<Stored<T>> out;
+        for (const T& v : span)
+            if constexpr (kHalf<T>) out.push_back(v.bits);
+            else out.push_back(v);
+        return out;
+    }
+};
+
+// All four operations, with every tensor `offset` elements past a 64-byte boundary.
+template <class T, class P = T>
+Outputs<T, P> run_all(const Shape& s, int threads, size_t offset = 0) {
     const int previous = set_num_threads(threads);
     const int64_t C = s.c, N = numel(s);
-    const auto x = random_vector<T>(N, 1, 0.5, 2), dy = random_vector<T>(N, 2);
-    const auto weight = random_vector<T>(C, 3), bias = random_vector<T>(C, 4);
-    Outputs<T> o;
-    o.y.resize(x.size()); o.y_inference.resize(x.size()); o.dx.resize(x.size()); o.dx_inference.resize(x.size());
+    const Placed<T> x(random_data<T>(N, 1, 0.5, 2), offset), dy(random_data<T>(N, 2), offset);
+    Placed<T> y(N, offset), y_inference(N, offset), dx(N, offset), dx_inference(N, offset);
+    const auto weight = random_vector<P>(C, 3), bias = random_vector<P>(C, 4);
+    Outputs<T, P> o;
     for (auto* v : {&o.save_mean, &o.save_invstd, &o.dweight, &o.dbias, &o.dweight_inference, &o.dbias_inference})
         v->resize(static_cast<size_t>(C));
-    o.running_mean = random_vector<T>(C, 5);
-    o.running_var = random_positive<T>(C, 6);
+    o.running_mean = random_vector<P>(C, 5);
+    o.running_var = random_positive<P>(C, 6);
     int64_t counter = 0;
-    forward_training<T>(s, Options{}, {.x = x, .y = o.y, .weight = weight, .bias = bias, .running_mean = o.running_mean,
-                                       .running_var = o.running_var, .num_batches_tracked = &counter,
-                                       .save_mean = o.save_mean, .save_invstd = o.save_invstd});
-    forward_inference<T>(s, Options{}, {.x = x, .y = o.y_inference, .weight = weight, .bias = bias,
+    forward_training<T>(s, Options{}, {.x = x.span, .y = y.span, .weight = weight, .bias = bias,
+                                       .running_mean = o.running_mean, .running_var = o.running_var,
+                                       .num_batches_tracked = &counter, .save_mean = o.save_mean,
+                                       .save_invstd = o.save_invstd});
+    forward_inference<T>(s, Options{}, {.x = x.span, .y = y_inference.span, .weight = weight, .bias = bias,
                                         .running_mean = o.running_mean, .running_var = o.running_var});
-    backward<T>(s, {.dy = dy, .x = x, .dx = o.dx, .weight = weight, .save_mean = o.save_mean,
+    backward<T>(s, {.dy = dy.span, .x = x.span, .dx = dx.span, .weight = weight, .save_mean = o.save_mean,
                     .save_invstd = o.save_invstd, .dweight = o.dweight, .dbias = o.dbias});
-    backward_inference<T>(s, Options{}, {.dy = dy, .x = x, .dx = o.dx_inference, .weight = weight,
+    backward_inference<T>(s, Options{}, {.dy = dy.span, .x = x.span, .dx = dx_inference.span, .weight = weight,
                                          .running_mean = o.running_mean, .running_var = o.running_var,
                                          .dweight = o.dweight_inference, .dbias = o.dbias_inference});
+    o.y = y.values();
+    o.y_inference = y_inference.values();
+    o.dx = dx.values();
+    o.dx_inference = dx_inference.values();
     set_num_threads(previous);
     return o;
 }
 
-template <class T>
+// (64, 40, 49) and (32, 48, 7): short planes, whose channels-first tasks take groups of channels
+// (as many as the thread count leaves: one thread's groups are the largest); (7, 5, 200) and
+// (64, 37, 301): planes that the channels-first passes walk in memory order, in vectors aligned to
+// the array (tasks of 32 or 27 planes: 27 x 301 values end mid-vector; 7 x 5 x 200 values end the
+// array mid-vector), (7, 5, 200) with fewer channels than a task's planes; (300, 7, 17): planes
+// of just over a vector. (112, 56, 196) and (1600, 4, 196): over 4 MB with short planes (4.9 and
+// 5 MB in float32), whose channels-first training passes run in memory order, the second with
+// fewer channels than some thread counts; (48, 256, 196): over 8 MB (9.6 MB in float32), whose
+// walks in memory order stream their outputs.
+const Shape kThreadShapes[] = {{4, 3, 70001},   {64, 37, 301}, {1024, 257, 1},  {5, 1, 65536},   {64, 40, 49},
+                               {32, 48, 7},     {7, 5, 200},   {300, 7, 17},    {112, 56, 196},  {1600, 4, 196},
+                               {48, 256, 196}};
+
+template <class T, class P = T>
 void check_thread_independence() {
-    // (64, 40, 49) and (32, 48, 7): short planes, whose channels-first tasks take groups of channels
-    // (as many as the thread count leaves: one thread's groups are the largest), and whose backward
-    // in inference mode reduces tasks of 32 consecutive planes; (7, 5, 200) the same with fewer
-    // channels than a task's planes. (112, 56, 196) and (1600, 4, 196): over 4 MB with short planes
-    // (4.9 and 5 MB in float32), whose channels-first training passes run in memory order, the
-    // second with fewer channels than some thread counts.
-    for (Shape s : {Shape{4, 3, 70001}, Shape{64, 37, 301}, Shape{1024, 257, 1}, Shape{5, 1, 65536}, Shape{64, 40, 49},
-                    Shape{32, 48, 7}, Shape{7, 5, 200}, Shape{112, 56, 196}, Shape{1600, 4, 196}}) {
-        for (Layout layout : {Layout::channels_first, Layout::channels_last}) {
-            s.layout = layout;
-            SCOPED_TRACE(shape_name(s));
-            const Outputs<T> one = run_all<T>(s, 1);
-            for (int threads : {2, 3, 7}) EXPECT_TRUE(run_all<T>(s, threads) == one) << threads << " threads differ from 1";
-        }
+    for (const Shape& s : in_both_layouts(kThreadShapes)) {
+        SCOPED_TRACE(shape_name(s));
+        const Outputs<T, P> one = run_all<T, P>(s, 1);
+        for (int threads : {2, 3, 7})
+            EXPECT_TRUE((run_all<T, P>(s, threads) == one)) << threads << " threads differ from 1";
     }
 }
 
 TEST(Threads, results_are_bitwise_identical_for_any_thread_count_f32) { check_thread_independence<float>(); }
 TEST(Threads, results_are_bitwise_identical_for_any_thread_count_f64) { check_thread_independence<double>(); }
+TEST(Threads, results_are_bitwise_identical_for_any_thread_count_bf16) {
+    check_thread_independence<bfloat16, float>();
+}
+TEST(Threads, results_are_bitwise_identical_for_any_thread_count_f16) { check_thread_independence<float16, float>(); }
+
+// Results do not depend on where the buffers lie: every tensor one element off a 64-byte boundary
+// (outputs then not streamed, and the memory-order walks' vectors unaligned to the addresses)
+// gives bitwise the same numbers as aligned tensors.
+template <class T, class P = T>
+void check_alignment_independence() {
+    for (const Shape& s : in_both_layouts(kThreadShapes)) {
+        SCOPED_TRACE(shape_name(s));
+        EXPECT_TRUE((run_all<T, P>(s, 2, 1) == run_all<T, P>(s, 2, 0))) << "unaligned buffers differ";
+    }
+}
+TEST(Alignment, results_do_not_depend_on_buffer_alignment_f32) { check_alignment_independence<float>(); }
+TEST(Alignment, results_do_not_depend_on_buffer_alignment_bf16) { check_alignment_independence<bfloat16, float>(); }
 
 TEST(Threads, set_num_threads_returns_previous_and_nonpositive_restores_default) {
     const int original = set_num_threads(5);
@@ -241,6 +312,23 @@ void check_in_place(Layout layout, Shape s = Shape{6, 5, 1111}) {
     std::vector<T> input = x;
     backward<T>(s, {.dy = dy, .x = input, .dx = input, .weight = weight, .save_mean = sm, .save_invstd = si});
     EXPECT_TRUE(input == dx) << "backward with dx = x differs";
+    // Inference mode: y = x, and dx = dy or dx = x with the parameter gradients.
+    const auto rm = random_vector<T>(s.c, 12), rv = random_positive<T>(s.c, 13);
+    std::vector<T> yi(x.size()), dxi(x.size()), dw(sm.size()), db(sm.size()), dw2(sm.size()), db2(sm.size());
+    forward_inference<T>(s, Options{}, {.x = x, .y = yi, .weight = weight, .running_mean = rm, .running_var = rv});
+    inout = x;
+    forward_inference<T>(s, Options{}, {.x = inout, .y = inout, .weight = weight, .running_mean = rm, .running_var = rv});
+    EXPECT_TRUE(inout == yi) << "forward inference in place differs";
+    backward_inference<T>(s, Options{}, {.dy = dy, .x = x, .dx = dxi, .weight = weight, .running_mean = rm,
+                                         .running_var = rv, .dweight = dw, .dbias = db});
+    grad = dy;
+    backward_inference<T>(s, Options{}, {.dy = grad, .x = x, .dx = grad, .weight = weight, .running_mean = rm,
+                                         .running_var = rv, .dweight = dw2, .dbias = db2});
+    EXPECT_TRUE(grad == dxi && dw2 == dw && db2 == db) << "backward in inference mode with dx = dy differs";
+    input = x;
+    backward_inference<T>(s, Options{}, {.dy = dy, .x = input, .dx = input, .weight = weight, .running_mean = rm,
+                                         .running_var = rv, .dweight = dw2, .dbias = db2});
+    EXPECT_TRUE(input == dxi && dw2 == dw && db2 == db) << "backward in inference mode with dx = x differs";
 }
 
 TEST(InPlace, forward_and_backward_in_place_match_separate_buffers_f32_nchw) { check_in_place<float>(Layout::channels_first); }
@@ -250,6 +338,17 @@ TEST(InPlace, forward_and_backward_in_place_match_separate_buffers_f64_nhwc) { c
 TEST(InPlace, forward_and_backward_in_place_match_separate_buffers_f32_nchw_in_order) {
     const int previous = set_num_threads(2);
     check_in_place<float>(Layout::channels_first, Shape{112, 56, 196});
+    set_num_threads(previous);
+}
+// Planes walked in memory order in vectors aligned to the array (a vector that starts in one plane
+// and ends in the next is written after both planes' values are read), with tasks that end
+// mid-vector (27 planes of 301 values) and an array that ends mid-vector (7 x 5 x 200).
+TEST(InPlace, forward_and_backward_in_place_match_separate_buffers_f32_nchw_planes_in_vectors) {
+    const int previous = set_num_threads(2);
+    for (const Shape& s : {Shape{64, 37, 301}, Shape{7, 5, 200}, Shape{300, 7, 17}}) {
+        SCOPED_TRACE(shape_name(s));
+        check_in_place<float>(Layout::channels_first, s);
+    }
     set_num_threads(previous);
 }
 
