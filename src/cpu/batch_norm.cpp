@@ -993,16 +993,18 @@ struct FlatMap {
     }
 };
 
-// Whether a flat walk streams its output: when `far` streams, out is aligned to the vectors, and a
-// tensor exceeds kFlatStreamBytes. 8 MB on the AMD host (32 MB L3): 64x256x14x14 float32 (12.8 MB
-// per tensor) 1.2-1.5x faster streamed in backward and backward in inference mode, the same in the
-// forward passes; 16-bit (6.4 MB) 1.1-1.3x slower streamed in the training passes and the
-// inference forward, whose tensors stay in the L3 from call to call (6 rounds alternating).
-constexpr int64_t kFlatStreamBytes = int64_t{8} << 20;
+// Whether a flat walk streams its output: when `far` streams, out is aligned to the vectors, and the
+// pass's `tensors` (its inputs and output) exceed kFlatStreamBytes together, so that they cannot
+// stay in the last-level cache from call to call. 32 MB: the AMD host's L3. 64x256x14x14 (6 rounds
+// alternating, one and two threads): float32 backward and backward in inference mode (3 tensors,
+// 38 MB) 1.2-1.6x faster streamed; float32 forward passes (2 tensors, 26 MB) the same on one thread
+// and 1.1-1.2x slower on two; 16-bit training passes and inference forward (13-19 MB) 1.1-1.3x
+// slower streamed.
+constexpr int64_t kFlatStreamBytes = int64_t{32} << 20;
 template <class S>
-inline bool flat_stream(const Geometry& g, cpu::Far far, const S* out) {
+inline bool flat_stream(const Geometry& g, cpu::Far far, const S* out, int64_t tensors) {
     const uintptr_t vector_bytes = hn::Lanes(hn::ScalableTag<Compute<S>>()) * sizeof(S);
-    return far.stream && g.numel() * static_cast<int64_t>(sizeof(S)) > kFlatStreamBytes &&
+    return far.stream && tensors * g.numel() * static_cast<int64_t>(sizeof(S)) > kFlatStreamBytes &&
            reinterpret_cast<uintptr_t>(out) % vector_bytes == 0;
 }
 
@@ -1015,7 +1017,7 @@ void flat_map(const Geometry& g, const S* in0, const S* in1, S* out, const std::
     for (int j = 0; j < K; ++j) m.coefficient[j] = k[j];
     const int64_t planes = g.n * g.c;
     const int64_t per_task = std::max<int64_t>(1, cpu::kChunkElements / g.spatial);
-    const bool stream = flat_stream(g, far, out);
+    const bool stream = flat_stream(g, far, out, kTwo ? 3 : 2);
     parallel_for((planes + per_task - 1) / per_task, weight * g.numel(), [&](int64_t t) {
         const int64_t q0 = t * per_task, q1 = std::min(planes, q0 + per_task);
         prefetching(far.prefetch, [&](auto pf) BNORM_LOOP {
@@ -1244,7 +1246,7 @@ void in_order_gradients(const Plan& p, const S* dy, const S* x, S* dx, const Com
     double* part_a = partial;
     double* part_b = partial + tasks * slots;
     auto in_task = [&](int64_t t) { return std::min(planes, (t + 1) * per_task) - t * per_task; };
-    const bool stream = dx && flat_stream(g, p.far, dx);
+    const bool stream = dx && flat_stream(g, p.far, dx, 3);
     const FlatGradients<S> walk{dy, x, dx, center, scale, C, g.spatial, p.far.prefetch};
     parallel_for(tasks, 2 * g.numel(), [&](int64_t t) {
         const int64_t q0 = t * per_task, count = in_task(t);
