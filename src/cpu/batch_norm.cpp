@@ -427,6 +427,51 @@ HWY_INLINE hn::Mask<DC> tail_mask(DC d, int64_t rem) {
     return hn::Not(hn::FirstN(d, static_cast<size_t>(static_cast<int64_t>(hn::Lanes(d)) - rem)));
 }
 
+// Four independent chains of gradient sums, a += dy and b += dy*(x - mu), in the compute type (a
+// block's worth: see kBlock).
+template <class D>
+struct GradientChains {
+    hn::Vec<D> a0, a1, a2, a3, b0, b1, b2, b3;
+    explicit HWY_INLINE GradientChains(D d) { reset(d); }
+    HWY_INLINE void reset(D d) { a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = hn::Zero(d); }
+    HWY_INLINE hn::Vec<D> sum_a() const { return hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)); }
+    HWY_INLINE hn::Vec<D> sum_b() const { return hn::Add(hn::Add(b0, b1), hn::Add(b2, b3)); }
+
+    // The n whole vectors at element i (four at a time into the four chains, the rest into the
+    // first), prefetching ahead with pf; out(d, i, dy) after each vector's sums.
+    template <class S, class P, class Out>
+    HWY_INLINE void add(D d, const S* dy, const S* x, int64_t i, int64_t n, hn::Vec<D> mu, P pf, Out&& out) {
+        const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+        int64_t v = 0;
+        for (; v + 4 <= n; v += 4, i += 4 * lanes) {
+            for (int64_t q = 0; q < 4; ++q) {
+                ahead(pf, dy + i + q * lanes);
+                ahead(pf, x + i + q * lanes);
+            }
+            const auto g0 = load(d, dy + i), g1 = load(d, dy + i + lanes);
+            const auto g2 = load(d, dy + i + 2 * lanes), g3 = load(d, dy + i + 3 * lanes);
+            a0 = hn::Add(a0, g0);
+            b0 = hn::MulAdd(g0, hn::Sub(load(d, x + i), mu), b0);
+            a1 = hn::Add(a1, g1);
+            b1 = hn::MulAdd(g1, hn::Sub(load(d, x + i + lanes), mu), b1);
+            a2 = hn::Add(a2, g2);
+            b2 = hn::MulAdd(g2, hn::Sub(load(d, x + i + 2 * lanes), mu), b2);
+            a3 = hn::Add(a3, g3);
+            b3 = hn::MulAdd(g3, hn::Sub(load(d, x + i + 3 * lanes), mu), b3);
+            out(d, i, g0);
+            out(d, i + lanes, g1);
+            out(d, i + 2 * lanes, g2);
+            out(d, i + 3 * lanes, g3);
+        }
+        for (; v < n; ++v, i += lanes) {
+            const auto g0 = load(d, dy + i);
+            a0 = hn::Add(a0, g0);
+            b0 = hn::MulAdd(g0, hn::Sub(load(d, x + i), mu), b0);
+            out(d, i, g0);
+        }
+    }
+};
+
 // Sums over runs of values: element j of a run goes to lane j % lanes while a whole vector remains;
 // the rest of a run at least one vector long go to the upper lanes of the vector that ends the run
 // (the lanes it shares with the last whole vector masked out), and of a shorter run to the scalar
@@ -513,38 +558,9 @@ struct PairSums {
         prefetching(prefetch, [&](auto pf) BNORM_LOOP {
             while (j + lanes <= length) {
                 const int64_t n = std::min(kBlock, (length - j) / lanes);
-                auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-                int64_t v = 0;
-                for (; v + 4 <= n; v += 4) {
-                    const int64_t i = j + v * lanes;
-                    for (int64_t q = 0; q < 4; ++q) {
-                        ahead(pf, dy + i + q * lanes);
-                        ahead(pf, x + i + q * lanes);
-                    }
-                    const auto g0 = load(d, dy + i), g1 = load(d, dy + i + lanes);
-                    const auto g2 = load(d, dy + i + 2 * lanes), g3 = load(d, dy + i + 3 * lanes);
-                    a0 = hn::Add(a0, g0);
-                    b0 = hn::MulAdd(g0, hn::Sub(load(d, x + i), mu), b0);
-                    a1 = hn::Add(a1, g1);
-                    b1 = hn::MulAdd(g1, hn::Sub(load(d, x + i + lanes), mu), b1);
-                    a2 = hn::Add(a2, g2);
-                    b2 = hn::MulAdd(g2, hn::Sub(load(d, x + i + 2 * lanes), mu), b2);
-                    a3 = hn::Add(a3, g3);
-                    b3 = hn::MulAdd(g3, hn::Sub(load(d, x + i + 3 * lanes), mu), b3);
-                    out(d, i, g0);
-                    out(d, i + lanes, g1);
-                    out(d, i + 2 * lanes, g2);
-                    out(d, i + 3 * lanes, g3);
-                }
-                for (; v < n; ++v) {
-                    const int64_t i = j + v * lanes;
-                    const auto g0 = load(d, dy + i);
-                    a0 = hn::Add(a0, g0);
-                    b0 = hn::MulAdd(g0, hn::Sub(load(d, x + i), mu), b0);
-                    out(d, i, g0);
-                }
-                const auto sum_a = hn::Add(hn::Add(a0, a1), hn::Add(a2, a3));
-                add_block_sums(d, sum_a, hn::Add(hn::Add(b0, b1), hn::Add(b2, b3)), a, b);
+                GradientChains<DC> chains(d);
+                chains.add(d, dy, x, j, n, mu, pf, out);
+                add_block_sums(d, chains.sum_a(), chains.sum_b(), a, b);
                 j += n * lanes;
             }
         });
@@ -824,16 +840,16 @@ struct FlatGradients {
         const auto mu = hn::Set(d, center[c]);
         const auto k = hn::Set(d, dx ? scale[c] : C(0));
         auto A0 = hn::Zero(dd), A1 = A0, B0 = A0, B1 = A0;
-        auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        GradientChains<DC> chains(d);
         auto flush = [&]() BNORM_LOOP {
             hn::Vec<DD> lo, hi;
-            W::apply(hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)), lo, hi);
+            W::apply(chains.sum_a(), lo, hi);
             A0 = hn::Add(A0, lo);
             if constexpr (W::kParts == 2) A1 = hn::Add(A1, hi);
-            W::apply(hn::Add(hn::Add(b0, b1), hn::Add(b2, b3)), lo, hi);
+            W::apply(chains.sum_b(), lo, hi);
             B0 = hn::Add(B0, lo);
             if constexpr (W::kParts == 2) B1 = hn::Add(B1, hi);
-            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = hn::Zero(d);
+            chains.reset(d);
         };
         int64_t i = s - s % lanes, used = 0;
         if (i < s) {
@@ -843,8 +859,8 @@ struct FlatGradients {
             const auto g = edge ? load_part<S>(dy, i, head, lanes - head) : load(d, dy + i);
             const auto xv = edge ? load_part<S>(x, i, head, lanes - head) : load(d, x + i);
             const auto mine = hn::Not(hn::FirstN(d, static_cast<size_t>(head)));
-            a0 = hn::IfThenElseZero(mine, g);
-            b0 = hn::Mul(a0, hn::IfThenElseZero(mine, hn::Sub(xv, mu)));
+            chains.a0 = hn::IfThenElseZero(mine, g);
+            chains.b0 = hn::Mul(chains.a0, hn::IfThenElseZero(mine, hn::Sub(xv, mu)));
             if (dx) {
                 if (edge) {
                     store_part<S>(hn::Mul(g, k), dx, i, head, lanes - head);
@@ -859,35 +875,13 @@ struct FlatGradients {
         prefetching(prefetch, [&](auto pf) BNORM_LOOP {
             while (i + lanes <= e) {
                 const int64_t n = std::min(kBlock - used, (e - i) / lanes);
-                int64_t v = 0;
-                for (; v + 4 <= n; v += 4, i += 4 * lanes) {
-                    for (int64_t r = 0; r < 4; ++r) {
-                        ahead(pf, dy + i + r * lanes);
-                        ahead(pf, x + i + r * lanes);
-                    }
-                    const auto g0 = load(d, dy + i), g1 = load(d, dy + i + lanes);
-                    const auto g2 = load(d, dy + i + 2 * lanes), g3 = load(d, dy + i + 3 * lanes);
-                    a0 = hn::Add(a0, g0);
-                    b0 = hn::MulAdd(g0, hn::Sub(load(d, x + i), mu), b0);
-                    a1 = hn::Add(a1, g1);
-                    b1 = hn::MulAdd(g1, hn::Sub(load(d, x + i + lanes), mu), b1);
-                    a2 = hn::Add(a2, g2);
-                    b2 = hn::MulAdd(g2, hn::Sub(load(d, x + i + 2 * lanes), mu), b2);
-                    a3 = hn::Add(a3, g3);
-                    b3 = hn::MulAdd(g3, hn::Sub(load(d, x + i + 3 * lanes), mu), b3);
-                    if (dx) {
-                        store(d, hn::Mul(g0, k), dx + i, stream);
-                        store(d, hn::Mul(g1, k), dx + i + lanes, stream);
-                        store(d, hn::Mul(g2, k), dx + i + 2 * lanes, stream);
-                        store(d, hn::Mul(g3, k), dx + i + 3 * lanes, stream);
-                    }
-                }
-                for (; v < n; ++v, i += lanes) {
-                    const auto g0 = load(d, dy + i);
-                    a0 = hn::Add(a0, g0);
-                    b0 = hn::MulAdd(g0, hn::Sub(load(d, x + i), mu), b0);
-                    if (dx) store(d, hn::Mul(g0, k), dx + i, stream);
-                }
+                if (dx)
+                    chains.add(d, dy, x, i, n, mu, pf, [&](auto dv, int64_t at, auto g) BNORM_LOOP {
+                        store(dv, hn::Mul(g, k), dx + at, stream);
+                    });
+                else
+                    chains.add(d, dy, x, i, n, mu, pf, [](auto, int64_t, auto) {});
+                i += n * lanes;
                 used += n;
                 if (used == kBlock) {
                     flush();
@@ -904,8 +898,8 @@ struct FlatGradients {
             const auto xv = edge ? load_part<S>(x, i, 0, tail) : load(d, x + i);
             const auto mine = hn::FirstN(d, static_cast<size_t>(tail));
             const auto used_g = hn::IfThenElseZero(mine, g);
-            a1 = hn::Add(a1, used_g);
-            b1 = hn::MulAdd(used_g, hn::IfThenElseZero(mine, hn::Sub(xv, mu)), b1);
+            chains.a1 = hn::Add(chains.a1, used_g);
+            chains.b1 = hn::MulAdd(used_g, hn::IfThenElseZero(mine, hn::Sub(xv, mu)), chains.b1);
             if (dx && edge) store_part<S>(hn::Mul(g, k), dx, i, 0, tail);
         }
         flush();
