@@ -20,7 +20,8 @@
 // go in vectors aligned to the array, not plane by plane: a vector that spans two planes takes
 // each plane's coefficients in its lanes, so short planes cost no partial vectors of their own.
 // Outputs larger than the caches are written with non-temporal stores (no read-for-ownership),
-// except in runs too short to reach whole aligned vectors (channels-first planes under 4 KB).
+// except in runs too short to reach whole aligned vectors (channels-first planes under 4 KB, which
+// the flat walks stream as whole vectors only when a pass's tensors exceed the last-level cache).
 //
 // Determinism: the chunks depend only on the shape, each chunk is reduced by one thread in a fixed
 // order and chunk results are merged in chunk order, so the results are bitwise identical for
@@ -928,7 +929,7 @@ struct FlatMap {
     const S* in0;
     const S* in1;  // used when kTwo
     S* out;
-    const C* coefficient[K];
+    std::array<const C*, K> coefficient;
     int64_t channels, spatial;
     F f;
 
@@ -1007,8 +1008,7 @@ inline bool flat_stream(const Geometry& g, cpu::Far far, const S* out, int64_t t
 template <class S, int K, bool kTwo, class F>
 void flat_map(const Geometry& g, const S* in0, const S* in1, S* out, const std::array<const Compute<S>*, K>& k,
               cpu::Far far, int64_t weight, F&& f) {
-    FlatMap<S, K, kTwo, F&> m{in0, in1, out, {}, g.c, g.spatial, f};
-    for (int j = 0; j < K; ++j) m.coefficient[j] = k[j];
+    const FlatMap<S, K, kTwo, F&> m{in0, in1, out, k, g.c, g.spatial, f};
     const int64_t planes = g.n * g.c;
     const int64_t per_task = std::max<int64_t>(1, cpu::kChunkElements / g.spatial);
     const bool stream = flat_stream(g, far, out, kTwo ? 3 : 2);
@@ -1221,9 +1221,7 @@ inline size_t in_order_workspace(const Geometry& g) {
 // before it, memory order had been 1.2-1.5x slower than the groups for 16-bit.
 template <class S>
 inline bool sums_in_memory_order(const Plan& p) {
-    const int64_t run_bytes = p.g.spatial * static_cast<int64_t>(sizeof(S));
-    const int64_t lanes = static_cast<int64_t>(hn::Lanes(hn::ScalableTag<Compute<S>>()));
-    return !p.interleaved && p.g.spatial >= lanes && run_bytes >= 256 && run_bytes < 4096;
+    return flat_planes<S>(p.g) && p.g.spatial * static_cast<int64_t>(sizeof(S)) >= 256;
 }
 
 // Each channel's gradient sums, sum_dy[c] and sum_dy_centered[c] (dy*(x - center[c])), in memory
