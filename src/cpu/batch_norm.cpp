@@ -528,20 +528,22 @@ struct PairSums {
                     a0 = hn::Add(a0, d0);
                     b0 = hn::MulAdd(d0, d0, b0);
                 }
-                add_block_moments(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)),
-                                  hn::Add(hn::Add(b0, b1), hn::Add(b2, b3)), s, shift, hn::Set(d, static_cast<C>(n)), a,
-                                  b);
                 j += n * lanes;
+                auto count = hn::Set(d, static_cast<C>(n));
+                if (j < length && j + lanes > length) {
+                    // The last values, as the upper lanes of the vector that ends the run, join the
+                    // run's last block (its shift s holds values of the run in every lane).
+                    const auto last = tail_mask(d, length - j);
+                    const auto d0 = hn::IfThenElseZero(last, hn::Sub(load(d, x + length - lanes), s));
+                    a1 = hn::Add(a1, d0);
+                    b1 = hn::MulAdd(d0, d0, b1);
+                    count = hn::Add(count, hn::IfThenElseZero(last, hn::Set(d, C(1))));
+                    j = length;
+                }
+                add_block_moments(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)),
+                                  hn::Add(hn::Add(b0, b1), hn::Add(b2, b3)), s, shift, count, a, b);
             }
         });
-        if (j < length && length >= lanes) {
-            // The last values as the upper lanes of the vector that ends the run: a block of one
-            // value in those lanes (shift = the value itself) and none in the others.
-            const auto last = tail_mask(d, length - j);
-            add_block_moments(d, hn::Zero(d), hn::Zero(d), load(d, x + length - lanes), shift,
-                              hn::IfThenElseZero(last, hn::Set(d, C(1))), a, b);
-            j = length;
-        }
         for (; j < length; ++j) {
             const double v = to_double(x[j]) - x0;
             tail_a += v;
