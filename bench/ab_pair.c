@@ -16,8 +16,9 @@
  * prefetchers, and a call of one library right after the other's measures that mixture (an access
  * order took 7.4-8.3 ms after itself and 11.3 ms after another order, 8x32x256x256 float32
  * backward). Prints, per library, the lowest, lower quartile and median time in ms, and the
- * median and quartiles of the ratio B/A over the pairs. Exits 2 on bad arguments, 1 when a call
- * fails.
+ * median and quartiles of the ratio B/A over the pairs; then whether one call of each, from the
+ * same inputs and parameters, gives bitwise the same outputs (y or dx, and every per-channel value:
+ * running and saved statistics, dgamma, dbeta). Exits 2 on bad arguments, 1 when a call fails.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -131,6 +132,43 @@ static void put(unsigned char* p, size_t i, bnorm_dtype dtype, float v) {
     }
 }
 
+/* The parameters of one call: gamma, beta, running mean and variance, saved mean and inverse
+ * standard deviation (inputs of the backward passes), dgamma, dbeta; c floats each. */
+typedef struct {
+    float *gamma, *beta, *mean, *var, *save_mean, *save_invstd, *dgamma, *dbeta;
+} Params;
+
+static Params params_at(float* p, size_t c) {
+    const Params r = {p, p + c, p + 2 * c, p + 3 * c, p + 4 * c, p + 5 * c, p + 6 * c, p + 7 * c};
+    return r;
+}
+
+static void reset(float* p, size_t c) {
+    const Params q = params_at(p, c);
+    memset(p, 0, 8 * c * sizeof(float));
+    for (size_t i = 0; i < c; ++i) {
+        q.gamma[i] = 1.1f;
+        q.beta[i] = 0.1f;
+        q.mean[i] = q.save_mean[i] = 0.5f;
+        q.var[i] = 1.3f;
+        q.save_invstd[i] = 0.9f;
+    }
+}
+
+static bnorm_status call(const Library* l, enum Op op, const bnorm_desc* desc, const void* x, const void* dy,
+                         void* out, const Params* q) {
+    const bnorm_options options = {1e-5, 0.1, 1};
+    switch (op) {
+        case FWD_TRAIN:
+            return l->forward_training(desc, &options, x, q->gamma, q->beta, q->mean, q->var, NULL, out, q->save_mean,
+                                       q->save_invstd);
+        case FWD_INFER: return l->forward_inference(desc, &options, x, q->gamma, q->beta, q->mean, q->var, out);
+        case BACKWARD: return l->backward(desc, dy, x, q->gamma, q->save_mean, q->save_invstd, out, q->dgamma, q->dbeta);
+        default:
+            return l->backward_inference(desc, &options, dy, x, q->gamma, q->mean, q->var, out, q->dgamma, q->dbeta);
+    }
+}
+
 int main(int argc, char** argv) {
     if (argc < 9 || argc > 10) return usage("expected 8 or 9 arguments");
     long dims[4] = {1, 1, 1, 1}, threads, calls, runs = 2;
@@ -173,10 +211,12 @@ int main(int argc, char** argv) {
     unsigned char* x = aligned_alloc(64, bytes);
     unsigned char* dy = aligned_alloc(64, bytes);
     unsigned char* out = aligned_alloc(64, bytes);
+    unsigned char* out_b = aligned_alloc(64, bytes);
     float* params = malloc(8 * c * sizeof(float));
+    float* params_b = malloc(8 * c * sizeof(float));
     double* times[2] = {malloc((size_t)calls * sizeof(double)), malloc((size_t)calls * sizeof(double))};
     double* ratio = malloc((size_t)calls * sizeof(double));
-    if (!x || !dy || !out || !params || !times[0] || !times[1] || !ratio) {
+    if (!x || !dy || !out || !out_b || !params || !params_b || !times[0] || !times[1] || !ratio) {
         fprintf(stderr, "ab_pair: out of memory for %zu-byte tensors\n", bytes);
         return 2;
     }
@@ -188,40 +228,18 @@ int main(int argc, char** argv) {
         put(dy, i, dtype, (float)((state >> 8) & 0xffffu) / 65536.0f * 2.0f - 1.0f);
     }
     memset(out, 0, bytes);
-    float *gamma = params, *beta = params + c, *mean = params + 2 * c, *var = params + 3 * c;
-    float *save_mean = params + 4 * c, *save_invstd = params + 5 * c, *dgamma = params + 6 * c, *dbeta = params + 7 * c;
-    for (size_t i = 0; i < c; ++i) {
-        gamma[i] = 1.1f;
-        beta[i] = 0.1f;
-        mean[i] = save_mean[i] = 0.5f;
-        var[i] = 1.3f;
-        save_invstd[i] = 0.9f;
-    }
-    const bnorm_options options = {1e-5, 0.1, 1};
+    memset(out_b, 0, bytes);
+    reset(params, c);
+    const Params q = params_at(params, c), q_b = params_at(params_b, c);
     for (int k = 0; k < 2; ++k) lib[k].set_num_threads((int)threads);
     for (long r = -1; r < calls; ++r) /* r = -1: a warm-up pair */
-        for (int q = 0; q < 2; ++q) {
-            const int k = (r & 1) ? 1 - q : q;
+        for (int turn = 0; turn < 2; ++turn) {
+            const int k = (r & 1) ? 1 - turn : turn;
             double start = 0;
             for (long run = 0; run < runs; ++run) {
-                const Library* l = &lib[k];
                 start = now_ms();
-                bnorm_status s;
-                switch (op) {
-                    case FWD_TRAIN:
-                        s = l->forward_training(&desc, &options, x, gamma, beta, mean, var, NULL, out, save_mean,
-                                                save_invstd);
-                        break;
-                    case FWD_INFER: s = l->forward_inference(&desc, &options, x, gamma, beta, mean, var, out); break;
-                    case BACKWARD:
-                        s = l->backward(&desc, dy, x, gamma, save_mean, save_invstd, out, dgamma, dbeta);
-                        break;
-                    default:
-                        s = l->backward_inference(&desc, &options, dy, x, gamma, mean, var, out, dgamma, dbeta);
-                        break;
-                }
-                if (s != BNORM_OK) {
-                    fprintf(stderr, "ab_pair: %s failed: %s\n", argv[1 + k], l->last_error());
+                if (call(&lib[k], op, &desc, x, dy, out, &q) != BNORM_OK) {
+                    fprintf(stderr, "ab_pair: %s failed: %s\n", argv[1 + k], lib[k].last_error());
                     return 1;
                 }
             }
@@ -236,10 +254,27 @@ int main(int argc, char** argv) {
     }
     printf("B/A: median %.3f (quartiles %.3f, %.3f) over %ld pairs\n", ratio[calls / 2], ratio[calls / 4],
            ratio[3 * calls / 4], calls);
+    /* One more call of each from the same parameters: whether the two builds agree bitwise. */
+    reset(params, c);
+    reset(params_b, c);
+    if (call(&lib[0], op, &desc, x, dy, out, &q) != BNORM_OK || call(&lib[1], op, &desc, x, dy, out_b, &q_b) != BNORM_OK) {
+        fprintf(stderr, "ab_pair: a comparison call failed\n");
+        return 1;
+    }
+    size_t differ = 0, differ_params = 0;
+    for (size_t i = 0; i < n; ++i) differ += memcmp(out + i * element, out_b + i * element, element) != 0;
+    for (size_t i = 0; i < 8 * c; ++i) differ_params += memcmp(params + i, params_b + i, sizeof(float)) != 0;
+    if (differ == 0 && differ_params == 0)
+        printf("outputs: bitwise equal\n");
+    else
+        printf("outputs: differ in %zu of %zu elements and %zu of %zu per-channel values\n", differ, n, differ_params,
+               8 * c);
     free(x);
     free(dy);
     free(out);
+    free(out_b);
     free(params);
+    free(params_b);
     free(times[0]);
     free(times[1]);
     free(ratio);
