@@ -1226,6 +1226,24 @@ inline bool sums_in_memory_order(const Plan& p) {
     return flat_planes<S>(p.g) && p.g.spatial * static_cast<int64_t>(sizeof(S)) >= 256;
 }
 
+// Whether a channels-first training backward of 16-bit data beyond the prefetch bound (over 16 MB
+// per tensor) takes its two passes over the whole array in memory order (in_order_gradients over
+// whole planes, then backward_in_order) rather than channel by channel, the second pass reading the
+// channel back from the caches. A 16-bit channel of 32x64x112x112 or 8x32x256x256 (x and dy: 1.6
+// and 2 MB) exceeds the 1 MB L2, and its planes (25 and 128 KB) are runs of their own for the
+// prefetchers; in memory order the reads are one stream per input and the second pass streams from
+// memory with software prefetches. bench/ab_pair, 10 pairs, RUNS 4 (lib 9040280 -> this), time
+// ratios on 1 and 2 threads: 32x64x112x112 bfloat16 0.98, 0.89, float16 0.93, 0.82; 8x32x256x256
+// bfloat16 0.86, 0.91, float16 0.89, 0.81 (RUNS 2: 0.82-1.08); bench/ab.sh-like (bench_kernels,
+// 4 or 8 rounds alternating): medians 0.87-1.01 on 1 thread (lowest 0.79-0.85), 0.82-1.02 on 2. float32
+// (3.2 and 4 MB a channel) was slower in memory order: 8x32x256x256 1.30 and 1.15, 32x64x112x112
+// 1.05 and 0.97; the training forward, whose channel of x alone fits in L2, gained nothing.
+template <class S>
+inline bool backward_planes_in_order(const Plan& p) {
+    return sizeof(S) == 2 && p.far.prefetch && !p.interleaved &&
+           p.g.spatial >= static_cast<int64_t>(hn::Lanes(hn::ScalableTag<Compute<S>>()));
+}
+
 // Each channel's gradient sums, sum_dy[c] and sum_dy_centered[c] (dy*(x - center[c])), in memory
 // order; with dx, also dx = dy*scale[c] in the same pass (backward in inference mode). `partial`:
 // in_order_workspace(g) doubles.
@@ -1709,8 +1727,10 @@ void backward(const BackwardArgs<S>& a) {
     // Runs of 256 bytes to 4 KB: the sums in memory order too (in_order_gradients; 64x256x14x14
     // float32, 4 rounds alternating: 1.70-2.37 -> 1.37-1.78 ms on one thread, 0.98-1.35 -> 0.72-0.91
     // ms on two, with the sums per run; see sums_in_memory_order). Shorter runs form groups of
-    // channels, read in pieces of about 4 KB.
-    const bool sums_in_order = two_pass_in_order(p, sizeof(S)) && sums_in_memory_order<S>(p);
+    // channels, read in pieces of about 4 KB. 16-bit problems beyond the prefetch bound: both passes
+    // in memory order too (backward_planes_in_order).
+    const bool sums_in_order =
+        (two_pass_in_order(p, sizeof(S)) && sums_in_memory_order<S>(p)) || backward_planes_in_order<S>(p);
     const Scratch<S> w(p, sums_in_order ? in_order_workspace(a.g) : 0);
     const int64_t C = a.g.c;
     const cpu::Far far = p.far;
