@@ -3,6 +3,7 @@
 
     /usr/bin/python3 bench/run.py --build build-bench [--markdown docs/bench-table.md]
                                   [--quick | --smoke] [--threads 1,2] [--dtypes f32,bf16,f16] [--rounds 3]
+                                  [--shapes 32x64x112x112,...] [--layouts nchw,nhwc,nc]
 
 Builds nothing: --build is a build folder configured with -DBNORM_BUILD_BENCH=ON (scripts/bench
 does both). The machine's bandwidth drifts (15-24 GB/s on one thread within an hour here), so the
@@ -62,11 +63,13 @@ def shape_name(s):
 
 
 def selected_shapes(args):
-    return [(60, 100, 1, 1)] if args.smoke else QUICK_SHAPES if args.quick else SHAPES
+    shapes = [(60, 100, 1, 1)] if args.smoke else QUICK_SHAPES if args.quick else SHAPES
+    return [s for s in shapes if not args.shapes or shape_name(s) in args.shapes]
 
 
-def layouts_of(s):
-    return ["nc"] if s[2:] == (1, 1) else ["nchw", "nhwc"]
+def layouts_of(s, args=None):
+    layouts = ["nc"] if s[2:] == (1, 1) else ["nchw", "nhwc"]
+    return [lay for lay in layouts if args is None or not args.layouts or lay in args.layouts]
 
 
 def count(s):
@@ -394,6 +397,10 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="60x100 only, 1 repeat, tiny times (the CTest smoke test)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--dtypes", default="f32,bf16,f16")
+    ap.add_argument("--shapes", default="",
+                    help="only these of the shapes, e.g. 32x64x112x112,8x32x256x256 (default: all; a re-run of "
+                         "some rows, whose table then counts only them)")
+    ap.add_argument("--layouts", default="", help="only these layouts: nchw, nhwc, nc (default: all)")
     ap.add_argument("--repeats", type=int, help="repetitions per tool and case in each round (default 3; --quick 3, "
                                                  "--smoke 1)")
     ap.add_argument("--rounds", type=int,
@@ -409,6 +416,15 @@ def main():
     args.dtypes = [d for d in args.dtypes.split(",") if d]
     if any(d not in ELEMENT_SIZE for d in args.dtypes):
         sys.exit("--dtypes: f32, bf16, f16")
+    args.shapes = [x for x in args.shapes.split(",") if x]
+    known = [shape_name(s) for s in SHAPES]
+    if any(x not in known for x in args.shapes):
+        sys.exit(f"--shapes: a comma-separated list of {', '.join(known)}")
+    args.layouts = [x for x in args.layouts.split(",") if x]
+    if any(x not in ("nchw", "nhwc", "nc") for x in args.layouts):
+        sys.exit("--layouts: a comma-separated list of nchw, nhwc, nc")
+    if not selected_shapes(args) or not any(layouts_of(s, args) for s in selected_shapes(args)):
+        sys.exit("--shapes/--layouts/--quick/--smoke: no case left to run")
     if args.repeats is None:
         args.repeats = 1 if args.smoke else 3
     if args.rounds is None:
@@ -446,7 +462,7 @@ def main():
     # STREAM figures around the group.
     rounds = [{"bnorm": {}, "onednn": {}, "torch": {}, "bare": {}, "copy": {}} for _ in range(args.rounds)]
     copy_points = {t: [] for t in args.threads}
-    groups = [(s, layout, dtype) for s in selected_shapes(args) for layout in layouts_of(s) for dtype in args.dtypes]
+    groups = [(s, layout, dtype) for s in selected_shapes(args) for layout in layouts_of(s, args) for dtype in args.dtypes]
     bench = lambda name: os.path.join(build, "bench", name)
     for n, rnd in enumerate(rounds):
         for t in args.threads:
@@ -476,7 +492,7 @@ def main():
     rows, met, judged, disturbed, bare_misses = [], 0, 0, 0, 0
     for t in args.threads:
         for s in selected_shapes(args):
-            for layout in layouts_of(s):
+            for layout in layouts_of(s, args):
                 for dtype in args.dtypes:
                     for op in OPS:
                         key = f"{shape_name(s)}/{layout}/{dtype}/{op}/t{t}"
