@@ -1023,13 +1023,18 @@ void flat_map(const Geometry& g, const S* in0, const S* in1, S* out, const std::
     });
 }
 
-// Whether the flat walks above apply: channels-first planes of at least a vector and under 4 KB
-// (longer planes cost little per plane, and are streamed from their own alignment by map_run).
+// Whether an array's planes can be walked in vectors aligned to the array (FlatMap,
+// FlatGradients): channels-first planes of at least a vector, so that a vector spans at most two.
+template <class S>
+inline bool planes_of_a_vector(const Geometry& g) {
+    return !g.interleaved() && g.spatial >= static_cast<int64_t>(hn::Lanes(hn::ScalableTag<Compute<S>>()));
+}
+
+// Whether the flat walks above apply: such planes under 4 KB (longer planes cost little per plane,
+// and are streamed from their own alignment by map_run).
 template <class S>
 inline bool flat_planes(const Geometry& g) {
-    const int64_t run_bytes = g.spatial * static_cast<int64_t>(sizeof(S));
-    return !g.interleaved() && g.spatial >= static_cast<int64_t>(hn::Lanes(hn::ScalableTag<Compute<S>>())) &&
-           run_bytes < 4096;
+    return planes_of_a_vector<S>(g) && g.spatial * static_cast<int64_t>(sizeof(S)) < 4096;
 }
 
 // ---- planar (channels-first, spatial > 1) building blocks ---------------------------------------
@@ -1240,8 +1245,7 @@ inline bool sums_in_memory_order(const Plan& p) {
 // 1.05 and 0.97; the training forward, whose channel of x alone fits in L2, gained nothing.
 template <class S>
 inline bool backward_planes_in_order(const Plan& p) {
-    return sizeof(S) == 2 && p.far.prefetch && !p.interleaved &&
-           p.g.spatial >= static_cast<int64_t>(hn::Lanes(hn::ScalableTag<Compute<S>>()));
+    return sizeof(S) == 2 && p.far.prefetch && planes_of_a_vector<S>(p.g);
 }
 
 // Each channel's gradient sums, sum_dy[c] and sum_dy_centered[c] (dy*(x - center[c])), in memory

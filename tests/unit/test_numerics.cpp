@@ -282,6 +282,9 @@ void check_alignment_independence() {
         EXPECT_TRUE((run_all<T, P>(s, 2, 1) == run_all<T, P>(s, 2, 0))) << "unaligned buffers differ";
     }
 }
+TEST(Alignment, results_do_not_depend_on_buffer_alignment_f32) { check_alignment_independence<float>(); }
+TEST(Alignment, results_do_not_depend_on_buffer_alignment_bf16) { check_alignment_independence<bfloat16, float>(); }
+
 // 16-bit channels-first problems beyond the prefetch bound (over 16 MB per tensor) run the training
 // backward's two passes over the whole array in memory order (backward_planes_in_order): one task
 // per plane of 60 KB (FlatGradients), partial sums merged per channel in plane order. 17 MB per
@@ -292,7 +295,8 @@ void check_large_16bit_backward() {
     const Shape s{8, 36, (int64_t{17} << 20) / (8 * 36 * 2), Layout::channels_first};
     SCOPED_TRACE(shape_name(s));
     const Outputs<T, float> one = run_all<T, float>(s, 1);
-    for (int threads : {2, 3}) EXPECT_TRUE((run_all<T, float>(s, threads) == one)) << threads << " threads differ from 1";
+    for (int threads : {2, 3})
+        EXPECT_TRUE((run_all<T, float>(s, threads) == one)) << threads << " threads differ from 1";
     EXPECT_TRUE((run_all<T, float>(s, 2, 1) == one)) << "unaligned buffers differ";
 }
 TEST(Threads, large_16bit_backward_in_memory_order_is_independent_of_threads_bf16) {
@@ -301,9 +305,6 @@ TEST(Threads, large_16bit_backward_in_memory_order_is_independent_of_threads_bf1
 TEST(Threads, large_16bit_backward_in_memory_order_is_independent_of_threads_f16) {
     check_large_16bit_backward<float16>();
 }
-
-TEST(Alignment, results_do_not_depend_on_buffer_alignment_f32) { check_alignment_independence<float>(); }
-TEST(Alignment, results_do_not_depend_on_buffer_alignment_bf16) { check_alignment_independence<bfloat16, float>(); }
 
 TEST(Threads, set_num_threads_returns_previous_and_nonpositive_restores_default) {
     const int original = set_num_threads(5);
