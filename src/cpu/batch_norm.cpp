@@ -218,8 +218,10 @@ HWY_INLINE void store(D d, hn::Vec<D> v, double* p, bool stream) {
     if (stream) hn::Stream(v, d, p);
     else hn::StoreU(v, d, p);
 }
+// A vector of the compute type rounded to 16-bit values (nearest even), as 16-bit integers.
 template <class D>
-HWY_INLINE void store(D d, hn::Vec<D> v, bfloat16* p, bool stream) {
+HWY_INLINE hn::Vec<hn::Rebind<uint16_t, D>> narrow(D d, hn::Vec<D> v, const bfloat16*) {
+    const hn::Rebind<uint16_t, D> d16;
     const hn::RebindToUnsigned<D> d32;
     const auto bits = hn::BitCast(d32, v);
 #if HWY_TARGET == HWY_AVX3
@@ -231,12 +233,7 @@ HWY_INLINE void store(D d, hn::Vec<D> v, bfloat16* p, bool stream) {
         if (cpu::kHasAvx512Bf16 && _mm512_fpclass_ps_mask(v.raw, 0x20) == 0) {
             __m256i half;
             asm("vcvtneps2bf16 %1, %0" : "=v"(half) : "v"(v.raw));
-            const hn::Rebind<uint16_t, D> d16;
-            const hn::Vec<decltype(d16)> narrow{half};
-            auto* out = reinterpret_cast<uint16_t*>(p);
-            if (stream) hn::Stream(narrow, d16, out);
-            else hn::StoreU(narrow, d16, out);
-            return;
+            return hn::Vec<decltype(d16)>{half};
         }
     }
 #else
@@ -248,11 +245,21 @@ HWY_INLINE void store(D d, hn::Vec<D> v, bfloat16* p, bool stream) {
     const auto rounded = hn::ShiftRight<16>(hn::Add(bits, hn::Add(hn::Set(d32, 0x7fffu), odd)));
     const auto quiet = hn::ShiftRight<16>(hn::Or(bits, hn::Set(d32, 0x00400000u)));
     const auto half = hn::IfThenElse(hn::RebindMask(d32, hn::IsNaN(v)), quiet, rounded);
+    return hn::DemoteTo(d16, hn::BitCast(hn::RebindToSigned<D>(), half));
+}
+#if !BNORM_SOFT_FLOAT16
+template <class D>
+HWY_INLINE hn::Vec<hn::Rebind<uint16_t, D>> narrow(D d, hn::Vec<D> v, const float16*) {
+    const hn::Rebind<hwy::float16_t, D> d16;
+    return hn::BitCast(hn::Rebind<uint16_t, D>(), hn::DemoteTo(d16, v));
+}
+#endif
+template <class D>
+HWY_INLINE void store(D d, hn::Vec<D> v, bfloat16* p, bool stream) {
     const hn::Rebind<uint16_t, D> d16;
-    const auto narrow = hn::DemoteTo(d16, hn::BitCast(hn::RebindToSigned<D>(), half));
     auto* out = reinterpret_cast<uint16_t*>(p);
-    if (stream) hn::Stream(narrow, d16, out);
-    else hn::StoreU(narrow, d16, out);
+    if (stream) hn::Stream(narrow(d, v, p), d16, out);
+    else hn::StoreU(narrow(d, v, p), d16, out);
 }
 template <class D>
 HWY_INLINE void store(D d, hn::Vec<D> v, float16* p, bool stream) {
@@ -262,12 +269,53 @@ HWY_INLINE void store(D d, hn::Vec<D> v, float16* p, bool stream) {
     hn::Store(v, d, values);
     for (size_t i = 0; i < hn::Lanes(d); ++i) p[i] = to_float16(values[i]);
 #else
-    const hn::Rebind<hwy::float16_t, D> d16;
-    const hn::Rebind<uint16_t, D> du16;
-    const auto narrow = hn::BitCast(du16, hn::DemoteTo(d16, v));
+    const hn::Rebind<uint16_t, D> d16;
     auto* out = reinterpret_cast<uint16_t*>(p);
-    if (stream) hn::Stream(narrow, du16, out);
-    else hn::StoreU(narrow, du16, out);
+    if (stream) hn::Stream(narrow(d, v, p), d16, out);
+    else hn::StoreU(narrow(d, v, p), d16, out);
+#endif
+}
+
+// Whether store_pair stores two vectors of S as one whole vector of 16-bit values (a cache line
+// for AVX-512): 16-bit data with a native narrowing.
+template <class S, class D>
+constexpr bool kPairedStores = std::is_same_v<S, bfloat16> &&
+                               hn::MaxLanes(D()) * 2 == hn::MaxLanes(hn::Repartition<uint16_t, D>());
+
+// Stores v0 at p and v1 right after it; for 16-bit data (kPairedStores) as one vector of 16-bit
+// values, streamed when `stream` (then p must be aligned to that whole vector).
+template <class D, class S>
+HWY_INLINE void store_pair(D d, hn::Vec<D> v0, hn::Vec<D> v1, S* p, bool stream) {
+#if HWY_TARGET != HWY_SCALAR
+    if constexpr (kPairedStores<S, D>) {
+        const hn::Repartition<uint16_t, D> dw;
+        const hn::Rebind<uint16_t, D> d16;
+        (void)d16;
+        auto* out = reinterpret_cast<uint16_t*>(p);
+#if HWY_TARGET == HWY_AVX3
+        if constexpr (hn::MaxLanes(d) == 16) {
+            // vcvtne2ps2bf16: both vectors in one instruction (v0 to the lower half), under the
+            // same condition as narrow's vcvtneps2bf16 (no subnormal lane).
+            if (cpu::kHasAvx512Bf16 && (_mm512_fpclass_ps_mask(v0.raw, 0x20) | _mm512_fpclass_ps_mask(v1.raw, 0x20)) == 0) {
+                __m512i packed;
+                asm("vcvtne2ps2bf16 %2, %1, %0" : "=v"(packed) : "v"(v1.raw), "v"(v0.raw));
+                const hn::Vec<decltype(dw)> both{packed};
+                if (stream) hn::Stream(both, dw, out);
+                else hn::StoreU(both, dw, out);
+                return;
+            }
+        }
+#endif
+        const auto both = hn::Combine(dw, narrow(d, v1, p), narrow(d, v0, p));
+        if (stream) hn::Stream(both, dw, out);
+        else hn::StoreU(both, dw, out);
+    } else {
+        store(d, v0, p, stream);
+        store(d, v1, p + hn::Lanes(d), stream);
+    }
+#else
+    store(d, v0, p, stream);
+    store(d, v1, p + hn::Lanes(d), stream);
 #endif
 }
 
@@ -326,14 +374,27 @@ HWY_INLINE void map_run(const S* x, S* out, int64_t length, cpu::Far far, bool o
     const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
     int64_t j = 0;
     const bool stream = far.stream && length * static_cast<int64_t>(sizeof(S)) >= 4096;
+    // 16-bit outputs go two vectors to a store (store_pair), streamed from the pairs' alignment.
+    constexpr bool kPairs = kPairedStores<S, decltype(d)>;
     if (stream) {
-        const uintptr_t bytes = static_cast<uintptr_t>(lanes) * sizeof(S);
+        const uintptr_t bytes = static_cast<uintptr_t>(lanes) * sizeof(S) * (kPairs ? 2 : 1);
         while (j < length && reinterpret_cast<uintptr_t>(out + j) % bytes != 0) {
             store(d1, f(d1, load(d1, x + j), j), out + j, false);
             ++j;
         }
     }
     prefetching(far.prefetch, [&](auto pf) BNORM_LOOP {
+        if constexpr (kPairs)
+            for (; j + 2 * lanes <= length; j += 2 * lanes) {
+                ahead(pf, x + j);
+                ahead(pf, x + j + lanes);
+                if (second) {
+                    ahead(pf, second + j);
+                    ahead(pf, second + j + lanes);
+                }
+                const auto y0 = f(d, load(d, x + j), j);
+                store_pair(d, y0, f(d, load(d, x + j + lanes), j + lanes), out + j, stream);
+            }
         for (; j + lanes <= length; j += lanes) {
             ahead(pf, x + j);
             if (second) ahead(pf, second + j);
@@ -940,6 +1001,9 @@ struct FlatMap {
         const DC d;
         const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
         const int64_t s0 = q0 * spatial, s1 = q1 * spatial;
+        constexpr bool kPairs = kPairedStores<S, DC>;
+        const bool paired = kPairs && (!stream || reinterpret_cast<uintptr_t>(out) %
+                                                      (2 * static_cast<uintptr_t>(lanes) * sizeof(S)) == 0);
         hn::Vec<DC> k[K], previous[K];
         for (int j = 0; j < K; ++j) previous[j] = hn::Set(d, coefficient[j][(q0 + channels - 1) % channels]);
         auto value = [&](const hn::Vec<DC>* kv, int64_t i) BNORM_LOOP {
@@ -971,14 +1035,24 @@ struct FlatMap {
                 }
                 i += lanes;
             }
+            // 16-bit outputs: a pair of vectors to a store (store_pair), from an even vector (when
+            // streamed, only if the array's start lets the pairs be aligned).
+            if (paired && i % (2 * lanes) != 0 && i + lanes <= e) {
+                store(d, value(k, i), out + i, stream);
+                i += lanes;
+            }
             for (; i + 2 * lanes <= e; i += 2 * lanes) {
                 for (int64_t r = 0; r < 2; ++r) {
                     ahead(pf, in0 + i + r * lanes);
                     if constexpr (kTwo) ahead(pf, in1 + i + r * lanes);
                 }
                 const auto y0 = value(k, i), y1 = value(k, i + lanes);
-                store(d, y0, out + i, stream);
-                store(d, y1, out + i + lanes, stream);
+                if (paired) {
+                    store_pair(d, y0, y1, out + i, stream);
+                } else {
+                    store(d, y0, out + i, stream);
+                    store(d, y1, out + i + lanes, stream);
+                }
             }
             if (i + lanes <= e) {
                 store(d, value(k, i), out + i, stream);
@@ -1387,21 +1461,28 @@ HWY_INLINE void interleaved_elementwise_block(const S* x, const S* dy, S* out, i
         k_shift[k] = hn::LoadU(d, shift + c);
     }
     const uintptr_t skip = rows_ahead(C * static_cast<int64_t>(sizeof(S)));
+    // Pairs of 16-bit vectors are streamed as whole vectors when every row's pairs are aligned.
+    constexpr uintptr_t kWhole = hn::MaxLanes(d) * 2 * sizeof(S);
+    const bool pair_stream = stream && reinterpret_cast<uintptr_t>(out + r0 * C + c0) % kWhole == 0 &&
+                             (C * sizeof(S)) % kWhole == 0;
     prefetching(prefetch, [&](auto pf) BNORM_LOOP {
         for (int64_t r = r0; r < r1; ++r) {
             const int64_t row = r * C + c0;
             ahead_rows(pf, x + row, K * lanes, skip);
             if constexpr (kWithGradient) ahead_rows(pf, dy + row, K * lanes, skip);
-            for (int k = 0; k < K; ++k) {
+            auto value = [&](int k) HWY_ATTR {
                 const int64_t i = row + k * lanes;
                 auto centered = load(d, x + i);
                 if constexpr (kCentered) centered = hn::Sub(centered, k_center[k]);
                 if constexpr (kWithGradient)
-                    store(d, hn::MulAdd(load(d, dy + i), k_scale[k], hn::MulAdd(centered, k_slope[k], k_shift[k])),
-                          out + i, stream);
+                    return hn::MulAdd(load(d, dy + i), k_scale[k], hn::MulAdd(centered, k_slope[k], k_shift[k]));
                 else
-                    store(d, hn::MulAdd(centered, k_scale[k], k_shift[k]), out + i, stream);
-            }
+                    return hn::MulAdd(centered, k_scale[k], k_shift[k]);
+            };
+            int k = 0;
+            if constexpr (kPairedStores<S, decltype(d)>)
+                for (; k + 2 <= K; k += 2) store_pair(d, value(k), value(k + 1), out + row + k * lanes, pair_stream);
+            for (; k < K; ++k) store(d, value(k), out + row + k * lanes, stream);
         }
     });
 }

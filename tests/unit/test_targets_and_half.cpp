@@ -337,27 +337,34 @@ TEST_P(EveryTarget, long_runs_round_like_the_scalar_conversions_bf16) { check_ve
 
 // Every bfloat16 value (zeros, subnormals, infinities, NaNs) through the vector path, times weights
 // that keep it, shrink it into float32's subnormals, or round it: the vector stores (which on
-// AVX512-BF16 machines use vcvtneps2bf16, which flushes subnormals) give the scalar conversion.
+// AVX512-BF16 machines use vcvtneps2bf16 for one vector and vcvtne2ps2bf16 for two, both of which
+// flush subnormals) give the scalar conversion. Three paths: a long plane (one run), short planes
+// in memory order (vectors aligned to the array, two to a store) and channels-last rows of 64
+// channels (column blocks of four vectors, two to a store).
 TEST_P(EveryTarget, every_bfloat16_times_weights_rounds_like_the_scalar_conversion) {
     ForcedTarget forced(GetParam());
-    const Shape shape{1, 1, 65536};
-    std::vector<bfloat16> x(65536), y(x.size());
-    std::vector<float> xf(x.size()), yf(x.size());
-    for (size_t i = 0; i < x.size(); ++i) {
-        x[i] = bfloat16{static_cast<uint16_t>(i)};
-        xf[i] = to_float(x[i]);
-    }
-    for (float weight : {1.0f, 0.7071067811865476f, std::exp2(-20.0f), std::exp2(-120.0f), 3.0e38f}) {
-        const std::vector<float> rm{0.0f}, rv{1.0f}, w{weight};
-        // The same arithmetic in float32 on this target gives the values before rounding.
-        forward_inference<float>(shape, Options{.eps = 0.0}, {.x = xf, .y = yf, .weight = w, .running_mean = rm, .running_var = rv});
-        forward_inference<bfloat16>(shape, Options{.eps = 0.0},
-                                    {.x = x, .y = y, .weight = w, .running_mean = rm, .running_var = rv});
+    for (const Shape shape : {Shape{1, 1, 65536}, Shape{64, 32, 32}, Shape{1024, 64, 1, Layout::channels_last}}) {
+        SCOPED_TRACE(shape_name(shape));
+        std::vector<bfloat16> x(65536), y(x.size());
+        std::vector<float> xf(x.size()), yf(x.size());
         for (size_t i = 0; i < x.size(); ++i) {
-            if (std::isnan(yf[i])) {
-                ASSERT_TRUE(std::isnan(to_float(y[i]))) << std::hex << i << " x " << weight;
-            } else {
-                ASSERT_EQ(y[i].bits, to_bfloat16(yf[i]).bits) << std::hex << i << " x " << weight << ": " << yf[i];
+            x[i] = bfloat16{static_cast<uint16_t>(i)};
+            xf[i] = to_float(x[i]);
+        }
+        const auto C = static_cast<size_t>(shape.c);
+        for (float weight : {1.0f, 0.7071067811865476f, std::exp2(-20.0f), std::exp2(-120.0f), 3.0e38f}) {
+            const std::vector<float> rm(C, 0.0f), rv(C, 1.0f), w(C, weight);
+            // The same arithmetic in float32 on this target gives the values before rounding.
+            forward_inference<float>(shape, Options{.eps = 0.0},
+                                     {.x = xf, .y = yf, .weight = w, .running_mean = rm, .running_var = rv});
+            forward_inference<bfloat16>(shape, Options{.eps = 0.0},
+                                        {.x = x, .y = y, .weight = w, .running_mean = rm, .running_var = rv});
+            for (size_t i = 0; i < x.size(); ++i) {
+                if (std::isnan(yf[i])) {
+                    ASSERT_TRUE(std::isnan(to_float(y[i]))) << std::hex << i << " x " << weight;
+                } else {
+                    ASSERT_EQ(y[i].bits, to_bfloat16(yf[i]).bits) << std::hex << i << " x " << weight << ": " << yf[i];
+                }
             }
         }
     }
