@@ -500,7 +500,8 @@ struct GradientChains {
     HWY_INLINE hn::Vec<D> sum_b() const { return hn::Add(hn::Add(b0, b1), hn::Add(b2, b3)); }
 
     // The n whole vectors at element i (four at a time into the four chains, the rest into the
-    // first), prefetching ahead with pf; out(d, i, dy) after each vector's sums.
+    // first), prefetching ahead with pf; out(d, i, dy) after each vector's sums, or, where out
+    // also takes two vectors, out(d, i, dy, dy of i + lanes) for the four at a time.
     template <class S, class P, class Out>
     HWY_INLINE void add(D d, const S* dy, const S* x, int64_t i, int64_t n, hn::Vec<D> mu, P pf, Out&& out) {
         const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
@@ -520,10 +521,15 @@ struct GradientChains {
             b2 = hn::MulAdd(g2, hn::Sub(load(d, x + i + 2 * lanes), mu), b2);
             a3 = hn::Add(a3, g3);
             b3 = hn::MulAdd(g3, hn::Sub(load(d, x + i + 3 * lanes), mu), b3);
-            out(d, i, g0);
-            out(d, i + lanes, g1);
-            out(d, i + 2 * lanes, g2);
-            out(d, i + 3 * lanes, g3);
+            if constexpr (std::is_invocable_v<Out&, D, int64_t, hn::Vec<D>, hn::Vec<D>>) {
+                out(d, i, g0, g1);  // two vectors at a time, where out takes them
+                out(d, i + 2 * lanes, g2, g3);
+            } else {
+                out(d, i, g0);
+                out(d, i + lanes, g1);
+                out(d, i + 2 * lanes, g2);
+                out(d, i + 3 * lanes, g3);
+            }
         }
         for (; v < n; ++v, i += lanes) {
             const auto g0 = load(d, dy + i);
@@ -679,8 +685,23 @@ struct PairSums {
                  reinterpret_cast<uintptr_t>(dx) % (static_cast<uintptr_t>(lanes) * sizeof(S)) == 0;
         const int64_t whole = length / lanes * lanes;
         const auto k = hn::Set(d, scale);
-        gradient_blocks(dy, x, j, whole, center, far.prefetch,
-                        [&](auto dv, int64_t i, auto g) { store(dv, hn::Mul(g, k), dx + i, stream); });
+        // 16-bit dx: pairs of vectors to a store (the four at a time of the chains start at
+        // multiples of 4 vectors from the run's start), when they are aligned or not streamed.
+        const bool paired = kPairedStores<S, DC> &&
+                            (!stream || reinterpret_cast<uintptr_t>(dx) % (2 * static_cast<uintptr_t>(lanes) * sizeof(S)) == 0);
+        gradient_blocks(dy, x, j, whole, center, far.prefetch, [&](auto dv, int64_t i, auto g, auto... next) {
+            if constexpr (sizeof...(next) == 1) {
+                const auto g1 = (next, ...);
+                if (paired) {
+                    store_pair(dv, hn::Mul(g, k), hn::Mul(g1, k), dx + i, stream);
+                } else {
+                    store(dv, hn::Mul(g, k), dx + i, stream);
+                    store(dv, hn::Mul(g1, k), dx + i + lanes, stream);
+                }
+            } else {
+                store(dv, hn::Mul(g, k), dx + i, stream);
+            }
+        });
         if (whole < length && length >= lanes) {
             // The sums as without aliasing (the lanes the loop above may have written are masked
             // out); dx of the last vector is written whole (its other lanes get the values they
@@ -753,12 +774,18 @@ HWY_INLINE void interleaved_block(const S* x, const S* dy, int64_t C, int64_t r0
         sum_a[c] = sum_b[c] = 0;
         if constexpr (!kGradients) shift_out[c] = to_double(x[r0 * C + c]);
     }
-    hn::Vec<decltype(d)> s[K], a[K], b[K], k_scale[K];
+    hn::Vec<decltype(d)> s[K], a[K], b[K], k_scale[K], scaled[K];
     if constexpr (kGradients)
         for (int k = 0; k < K; ++k) s[k] = hn::LoadU(d, center + c0 + k * lanes);
     if constexpr (kScale)
         for (int k = 0; k < K; ++k) k_scale[k] = hn::LoadU(d, out.scale + c0 + k * lanes);
     const uintptr_t skip = rows_ahead(C * static_cast<int64_t>(sizeof(S)));
+    // Pairs of 16-bit dx vectors are streamed as whole vectors when every row's pairs are aligned.
+    constexpr uintptr_t kWhole = hn::MaxLanes(d) * 2 * sizeof(S);
+    bool pair_stream = false;
+    if constexpr (kScale)
+        pair_stream = out.stream && reinterpret_cast<uintptr_t>(out.dx + r0 * C + c0) % kWhole == 0 &&
+                      (C * sizeof(S)) % kWhole == 0;
     prefetching(prefetch, [&](auto pf) BNORM_LOOP {
         for (int64_t rb = r0; rb < r1; rb += kBlock) {
             const int64_t re = std::min(r1, rb + kBlock);
@@ -776,11 +803,20 @@ HWY_INLINE void interleaved_block(const S* x, const S* dy, int64_t C, int64_t r0
                         const auto g = load(d, dy + i);
                         a[k] = hn::Add(a[k], g);
                         b[k] = hn::MulAdd(g, dev, b[k]);
-                        if constexpr (kScale) store(d, hn::Mul(g, k_scale[k]), out.dx + i, out.stream);
+                        if constexpr (kScale) scaled[k] = hn::Mul(g, k_scale[k]);
                     } else {
                         a[k] = hn::Add(a[k], dev);
                         b[k] = hn::MulAdd(dev, dev, b[k]);
                     }
+                }
+                if constexpr (kScale) {
+                    // dx after the row's loads (dx may alias dy or x); 16-bit: two vectors a store.
+                    S* row_dx = out.dx + r * C + c0;
+                    int k = 0;
+                    if constexpr (kPairedStores<S, decltype(d)>)
+                        for (; k + 2 <= K; k += 2)
+                            store_pair(d, scaled[k], scaled[k + 1], row_dx + k * lanes, pair_stream);
+                    for (; k < K; ++k) store(d, scaled[k], row_dx + k * lanes, out.stream);
                 }
             }
             for (int k = 0; k < K; ++k) {
