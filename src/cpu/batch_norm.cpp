@@ -218,10 +218,8 @@ HWY_INLINE void store(D d, hn::Vec<D> v, double* p, bool stream) {
     if (stream) hn::Stream(v, d, p);
     else hn::StoreU(v, d, p);
 }
-// A vector of the compute type rounded to 16-bit values (nearest even), as 16-bit integers.
 template <class D>
-HWY_INLINE hn::Vec<hn::Rebind<uint16_t, D>> narrow(D d, hn::Vec<D> v, const bfloat16*) {
-    const hn::Rebind<uint16_t, D> d16;
+HWY_INLINE void store(D d, hn::Vec<D> v, bfloat16* p, bool stream) {
     const hn::RebindToUnsigned<D> d32;
     const auto bits = hn::BitCast(d32, v);
 #if HWY_TARGET == HWY_AVX3
@@ -233,7 +231,12 @@ HWY_INLINE hn::Vec<hn::Rebind<uint16_t, D>> narrow(D d, hn::Vec<D> v, const bflo
         if (cpu::kHasAvx512Bf16 && _mm512_fpclass_ps_mask(v.raw, 0x20) == 0) {
             __m256i half;
             asm("vcvtneps2bf16 %1, %0" : "=v"(half) : "v"(v.raw));
-            return hn::Vec<decltype(d16)>{half};
+            const hn::Rebind<uint16_t, D> d16;
+            const hn::Vec<decltype(d16)> narrow{half};
+            auto* out = reinterpret_cast<uint16_t*>(p);
+            if (stream) hn::Stream(narrow, d16, out);
+            else hn::StoreU(narrow, d16, out);
+            return;
         }
     }
 #else
@@ -245,21 +248,11 @@ HWY_INLINE hn::Vec<hn::Rebind<uint16_t, D>> narrow(D d, hn::Vec<D> v, const bflo
     const auto rounded = hn::ShiftRight<16>(hn::Add(bits, hn::Add(hn::Set(d32, 0x7fffu), odd)));
     const auto quiet = hn::ShiftRight<16>(hn::Or(bits, hn::Set(d32, 0x00400000u)));
     const auto half = hn::IfThenElse(hn::RebindMask(d32, hn::IsNaN(v)), quiet, rounded);
-    return hn::DemoteTo(d16, hn::BitCast(hn::RebindToSigned<D>(), half));
-}
-#if !BNORM_SOFT_FLOAT16
-template <class D>
-HWY_INLINE hn::Vec<hn::Rebind<uint16_t, D>> narrow(D d, hn::Vec<D> v, const float16*) {
-    const hn::Rebind<hwy::float16_t, D> d16;
-    return hn::BitCast(hn::Rebind<uint16_t, D>(), hn::DemoteTo(d16, v));
-}
-#endif
-template <class D>
-HWY_INLINE void store(D d, hn::Vec<D> v, bfloat16* p, bool stream) {
     const hn::Rebind<uint16_t, D> d16;
+    const auto narrow = hn::DemoteTo(d16, hn::BitCast(hn::RebindToSigned<D>(), half));
     auto* out = reinterpret_cast<uint16_t*>(p);
-    if (stream) hn::Stream(narrow(d, v, p), d16, out);
-    else hn::StoreU(narrow(d, v, p), d16, out);
+    if (stream) hn::Stream(narrow, d16, out);
+    else hn::StoreU(narrow, d16, out);
 }
 template <class D>
 HWY_INLINE void store(D d, hn::Vec<D> v, float16* p, bool stream) {
@@ -269,54 +262,42 @@ HWY_INLINE void store(D d, hn::Vec<D> v, float16* p, bool stream) {
     hn::Store(v, d, values);
     for (size_t i = 0; i < hn::Lanes(d); ++i) p[i] = to_float16(values[i]);
 #else
-    const hn::Rebind<uint16_t, D> d16;
+    const hn::Rebind<hwy::float16_t, D> d16;
+    const hn::Rebind<uint16_t, D> du16;
+    const auto narrow = hn::BitCast(du16, hn::DemoteTo(d16, v));
     auto* out = reinterpret_cast<uint16_t*>(p);
-    if (stream) hn::Stream(narrow(d, v, p), d16, out);
-    else hn::StoreU(narrow(d, v, p), d16, out);
+    if (stream) hn::Stream(narrow, du16, out);
+    else hn::StoreU(narrow, du16, out);
 #endif
 }
 
-// Whether store_pair stores two vectors of S as one whole vector of 16-bit values (a cache line
-// for AVX-512): 16-bit data with a native narrowing.
+// Whether store_pair stores two vectors of S as one: bfloat16 on AVX-512 (16 floats a vector),
+// where AVX512-BF16's vcvtne2ps2bf16 converts two vectors in one instruction and one 64-byte store
+// writes both (a cache line, when aligned). Elsewhere store_pair is two stores.
 template <class S, class D>
-constexpr bool kPairedStores = std::is_same_v<S, bfloat16> &&
-                               hn::MaxLanes(D()) * 2 == hn::MaxLanes(hn::Repartition<uint16_t, D>());
+constexpr bool kPairedStores = HWY_TARGET == HWY_AVX3 && std::is_same_v<S, bfloat16> && hn::MaxLanes(D()) == 16;
 
-// Stores v0 at p and v1 right after it; for 16-bit data (kPairedStores) as one vector of 16-bit
-// values, streamed when `stream` (then p must be aligned to that whole vector).
+// Stores v0 at p and v1 right after it; for kPairedStores, as one 64-byte vector, streamed when
+// `stream` (then p must be aligned to 64 bytes) and when neither has a subnormal lane (the
+// condition of store's vcvtneps2bf16; else each half takes store's own way).
 template <class D, class S>
 HWY_INLINE void store_pair(D d, hn::Vec<D> v0, hn::Vec<D> v1, S* p, bool stream) {
-#if HWY_TARGET != HWY_SCALAR
-    if constexpr (kPairedStores<S, D>) {
-        const hn::Repartition<uint16_t, D> dw;
-        const hn::Rebind<uint16_t, D> d16;
-        (void)d16;
-        auto* out = reinterpret_cast<uint16_t*>(p);
 #if HWY_TARGET == HWY_AVX3
-        if constexpr (hn::MaxLanes(d) == 16) {
-            // vcvtne2ps2bf16: both vectors in one instruction (v0 to the lower half), under the
-            // same condition as narrow's vcvtneps2bf16 (no subnormal lane).
-            if (cpu::kHasAvx512Bf16 && (_mm512_fpclass_ps_mask(v0.raw, 0x20) | _mm512_fpclass_ps_mask(v1.raw, 0x20)) == 0) {
-                __m512i packed;
-                asm("vcvtne2ps2bf16 %2, %1, %0" : "=v"(packed) : "v"(v1.raw), "v"(v0.raw));
-                const hn::Vec<decltype(dw)> both{packed};
-                if (stream) hn::Stream(both, dw, out);
-                else hn::StoreU(both, dw, out);
-                return;
-            }
+    if constexpr (kPairedStores<S, D>) {
+        if (cpu::kHasAvx512Bf16 && (_mm512_fpclass_ps_mask(v0.raw, 0x20) | _mm512_fpclass_ps_mask(v1.raw, 0x20)) == 0) {
+            __m512i packed;
+            asm("vcvtne2ps2bf16 %2, %1, %0" : "=v"(packed) : "v"(v1.raw), "v"(v0.raw));  // v0: the lower half
+            const hn::Repartition<uint16_t, D> dw;
+            const hn::Vec<decltype(dw)> both{packed};
+            auto* out = reinterpret_cast<uint16_t*>(p);
+            if (stream) hn::Stream(both, dw, out);
+            else hn::StoreU(both, dw, out);
+            return;
         }
-#endif
-        const auto both = hn::Combine(dw, narrow(d, v1, p), narrow(d, v0, p));
-        if (stream) hn::Stream(both, dw, out);
-        else hn::StoreU(both, dw, out);
-    } else {
-        store(d, v0, p, stream);
-        store(d, v1, p + hn::Lanes(d), stream);
     }
-#else
+#endif
     store(d, v0, p, stream);
     store(d, v1, p + hn::Lanes(d), stream);
-#endif
 }
 
 // ---- software prefetch ----------------------------------------------------------------------------
@@ -374,7 +355,7 @@ HWY_INLINE void map_run(const S* x, S* out, int64_t length, cpu::Far far, bool o
     const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
     int64_t j = 0;
     const bool stream = far.stream && length * static_cast<int64_t>(sizeof(S)) >= 4096;
-    // 16-bit outputs go two vectors to a store (store_pair), streamed from the pairs' alignment.
+    // bfloat16 outputs go two vectors to a store (store_pair), streamed from the pairs' alignment.
     constexpr bool kPairs = kPairedStores<S, decltype(d)>;
     if (stream) {
         const uintptr_t bytes = static_cast<uintptr_t>(lanes) * sizeof(S) * (kPairs ? 2 : 1);
@@ -685,10 +666,10 @@ struct PairSums {
                  reinterpret_cast<uintptr_t>(dx) % (static_cast<uintptr_t>(lanes) * sizeof(S)) == 0;
         const int64_t whole = length / lanes * lanes;
         const auto k = hn::Set(d, scale);
-        // 16-bit dx: pairs of vectors to a store (the four at a time of the chains start at
+        // bfloat16 dx: pairs of vectors to a store (the four at a time of the chains start at
         // multiples of 4 vectors from the run's start), when they are aligned or not streamed.
-        const bool paired = kPairedStores<S, DC> &&
-                            (!stream || reinterpret_cast<uintptr_t>(dx) % (2 * static_cast<uintptr_t>(lanes) * sizeof(S)) == 0);
+        const uintptr_t pair_bytes = 2 * static_cast<uintptr_t>(lanes) * sizeof(S);
+        const bool paired = kPairedStores<S, DC> && (!stream || reinterpret_cast<uintptr_t>(dx) % pair_bytes == 0);
         gradient_blocks(dy, x, j, whole, center, far.prefetch, [&](auto dv, int64_t i, auto g, auto... next) {
             if constexpr (sizeof...(next) == 1) {
                 const auto g1 = (next, ...);
@@ -780,7 +761,8 @@ HWY_INLINE void interleaved_block(const S* x, const S* dy, int64_t C, int64_t r0
     if constexpr (kScale)
         for (int k = 0; k < K; ++k) k_scale[k] = hn::LoadU(d, out.scale + c0 + k * lanes);
     const uintptr_t skip = rows_ahead(C * static_cast<int64_t>(sizeof(S)));
-    // Pairs of 16-bit dx vectors are streamed as whole vectors when every row's pairs are aligned.
+    // Pairs of bfloat16 dx vectors (kPairedStores) are streamed as whole 64-byte vectors when every
+    // row's pairs are aligned.
     constexpr uintptr_t kWhole = hn::MaxLanes(d) * 2 * sizeof(S);
     bool pair_stream = false;
     if constexpr (kScale)
@@ -810,7 +792,7 @@ HWY_INLINE void interleaved_block(const S* x, const S* dy, int64_t C, int64_t r0
                     }
                 }
                 if constexpr (kScale) {
-                    // dx after the row's loads (dx may alias dy or x); 16-bit: two vectors a store.
+                    // dx after the row's loads (dx may alias dy or x); bfloat16: two vectors a store.
                     S* row_dx = out.dx + r * C + c0;
                     int k = 0;
                     if constexpr (kPairedStores<S, decltype(d)>)
@@ -1021,6 +1003,9 @@ struct FlatGradients {
 // array's ends. Needs spatial >= lanes (a vector spans at most two planes). Each output is
 // computed from its own inputs only, after they are read, so out may alias in0 or in1.
 // f(d, k, v0, v1): k, the K coefficient vectors; v1 is v0 when there is no in1.
+// bfloat16 outputs stay one vector to a store here: two to a store (store_pair, each plane's pairs
+// from an even vector), as the other output passes do, made 64x256x14x14 bfloat16 training and
+// inference forward 1.05-1.07x slower (bench/ab_pair, 40 pairs, one and two threads).
 template <class S, int K, bool kTwo, class F>
 struct FlatMap {
     using C = Compute<S>;
@@ -1037,9 +1022,6 @@ struct FlatMap {
         const DC d;
         const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
         const int64_t s0 = q0 * spatial, s1 = q1 * spatial;
-        constexpr bool kPairs = kPairedStores<S, DC>;
-        const bool paired = kPairs && (!stream || reinterpret_cast<uintptr_t>(out) %
-                                                      (2 * static_cast<uintptr_t>(lanes) * sizeof(S)) == 0);
         hn::Vec<DC> k[K], previous[K];
         for (int j = 0; j < K; ++j) previous[j] = hn::Set(d, coefficient[j][(q0 + channels - 1) % channels]);
         auto value = [&](const hn::Vec<DC>* kv, int64_t i) BNORM_LOOP {
@@ -1071,24 +1053,14 @@ struct FlatMap {
                 }
                 i += lanes;
             }
-            // 16-bit outputs: a pair of vectors to a store (store_pair), from an even vector (when
-            // streamed, only if the array's start lets the pairs be aligned).
-            if (paired && i % (2 * lanes) != 0 && i + lanes <= e) {
-                store(d, value(k, i), out + i, stream);
-                i += lanes;
-            }
             for (; i + 2 * lanes <= e; i += 2 * lanes) {
                 for (int64_t r = 0; r < 2; ++r) {
                     ahead(pf, in0 + i + r * lanes);
                     if constexpr (kTwo) ahead(pf, in1 + i + r * lanes);
                 }
                 const auto y0 = value(k, i), y1 = value(k, i + lanes);
-                if (paired) {
-                    store_pair(d, y0, y1, out + i, stream);
-                } else {
-                    store(d, y0, out + i, stream);
-                    store(d, y1, out + i + lanes, stream);
-                }
+                store(d, y0, out + i, stream);
+                store(d, y1, out + i + lanes, stream);
             }
             if (i + lanes <= e) {
                 store(d, value(k, i), out + i, stream);
@@ -1497,7 +1469,8 @@ HWY_INLINE void interleaved_elementwise_block(const S* x, const S* dy, S* out, i
         k_shift[k] = hn::LoadU(d, shift + c);
     }
     const uintptr_t skip = rows_ahead(C * static_cast<int64_t>(sizeof(S)));
-    // Pairs of 16-bit vectors are streamed as whole vectors when every row's pairs are aligned.
+    // Pairs of bfloat16 vectors (kPairedStores) are streamed as whole 64-byte vectors when every
+    // row's pairs are aligned.
     constexpr uintptr_t kWhole = hn::MaxLanes(d) * 2 * sizeof(S);
     const bool pair_stream = stream && reinterpret_cast<uintptr_t>(out + r0 * C + c0) % kWhole == 0 &&
                              (C * sizeof(S)) % kWhole == 0;

@@ -338,9 +338,9 @@ TEST_P(EveryTarget, long_runs_round_like_the_scalar_conversions_bf16) { check_ve
 // Every bfloat16 value (zeros, subnormals, infinities, NaNs) through the vector path, times weights
 // that keep it, shrink it into float32's subnormals, or round it: the vector stores (which on
 // AVX512-BF16 machines use vcvtneps2bf16 for one vector and vcvtne2ps2bf16 for two, both of which
-// flush subnormals) give the scalar conversion. Three paths: a long plane (one run), short planes
-// in memory order (vectors aligned to the array, two to a store) and channels-last rows of 64
-// channels (column blocks of four vectors, two to a store).
+// flush subnormals) give the scalar conversion. Three paths: a long plane (one run, two vectors to
+// a store), short planes in memory order (vectors aligned to the array) and channels-last rows of
+// 64 channels (column blocks of four vectors, two to a store).
 TEST_P(EveryTarget, every_bfloat16_times_weights_rounds_like_the_scalar_conversion) {
     ForcedTarget forced(GetParam());
     for (const Shape shape : {Shape{1, 1, 65536}, Shape{64, 32, 32}, Shape{1024, 64, 1, Layout::channels_last}}) {
