@@ -207,16 +207,21 @@ HWY_INLINE hn::Vec<D> load(D d, const float16* p) {
 #endif
 }
 
-// Stores v at p; streaming (non-temporal) when `stream` and p is aligned to the stored vector.
+// A vector of lanes as they are, at p: streamed (non-temporal) when `stream` (p then aligned).
 template <class D>
-HWY_INLINE void store(D d, hn::Vec<D> v, float* p, bool stream) {
+HWY_INLINE void put(D d, hn::Vec<D> v, hn::TFromD<D>* p, bool stream) {
     if (stream) hn::Stream(v, d, p);
     else hn::StoreU(v, d, p);
 }
+
+// Stores v at p; streaming (non-temporal) when `stream` and p is aligned to the stored vector.
+template <class D>
+HWY_INLINE void store(D d, hn::Vec<D> v, float* p, bool stream) {
+    put(d, v, p, stream);
+}
 template <class D>
 HWY_INLINE void store(D d, hn::Vec<D> v, double* p, bool stream) {
-    if (stream) hn::Stream(v, d, p);
-    else hn::StoreU(v, d, p);
+    put(d, v, p, stream);
 }
 template <class D>
 HWY_INLINE void store(D d, hn::Vec<D> v, bfloat16* p, bool stream) {
@@ -232,10 +237,7 @@ HWY_INLINE void store(D d, hn::Vec<D> v, bfloat16* p, bool stream) {
             __m256i half;
             asm("vcvtneps2bf16 %1, %0" : "=v"(half) : "v"(v.raw));
             const hn::Rebind<uint16_t, D> d16;
-            const hn::Vec<decltype(d16)> narrow{half};
-            auto* out = reinterpret_cast<uint16_t*>(p);
-            if (stream) hn::Stream(narrow, d16, out);
-            else hn::StoreU(narrow, d16, out);
+            put(d16, hn::Vec<decltype(d16)>{half}, reinterpret_cast<uint16_t*>(p), stream);
             return;
         }
     }
@@ -249,10 +251,7 @@ HWY_INLINE void store(D d, hn::Vec<D> v, bfloat16* p, bool stream) {
     const auto quiet = hn::ShiftRight<16>(hn::Or(bits, hn::Set(d32, 0x00400000u)));
     const auto half = hn::IfThenElse(hn::RebindMask(d32, hn::IsNaN(v)), quiet, rounded);
     const hn::Rebind<uint16_t, D> d16;
-    const auto narrow = hn::DemoteTo(d16, hn::BitCast(hn::RebindToSigned<D>(), half));
-    auto* out = reinterpret_cast<uint16_t*>(p);
-    if (stream) hn::Stream(narrow, d16, out);
-    else hn::StoreU(narrow, d16, out);
+    put(d16, hn::DemoteTo(d16, hn::BitCast(hn::RebindToSigned<D>(), half)), reinterpret_cast<uint16_t*>(p), stream);
 }
 template <class D>
 HWY_INLINE void store(D d, hn::Vec<D> v, float16* p, bool stream) {
@@ -264,10 +263,7 @@ HWY_INLINE void store(D d, hn::Vec<D> v, float16* p, bool stream) {
 #else
     const hn::Rebind<hwy::float16_t, D> d16;
     const hn::Rebind<uint16_t, D> du16;
-    const auto narrow = hn::BitCast(du16, hn::DemoteTo(d16, v));
-    auto* out = reinterpret_cast<uint16_t*>(p);
-    if (stream) hn::Stream(narrow, du16, out);
-    else hn::StoreU(narrow, du16, out);
+    put(du16, hn::BitCast(du16, hn::DemoteTo(d16, v)), reinterpret_cast<uint16_t*>(p), stream);
 #endif
 }
 
@@ -288,10 +284,7 @@ HWY_INLINE void store_pair(D d, hn::Vec<D> v0, hn::Vec<D> v1, S* p, bool stream)
             __m512i packed;
             asm("vcvtne2ps2bf16 %2, %1, %0" : "=v"(packed) : "v"(v1.raw), "v"(v0.raw));  // v0: the lower half
             const hn::Repartition<uint16_t, D> dw;
-            const hn::Vec<decltype(dw)> both{packed};
-            auto* out = reinterpret_cast<uint16_t*>(p);
-            if (stream) hn::Stream(both, dw, out);
-            else hn::StoreU(both, dw, out);
+            put(dw, hn::Vec<decltype(dw)>{packed}, reinterpret_cast<uint16_t*>(p), stream);
             return;
         }
     }
