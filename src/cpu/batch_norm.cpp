@@ -21,7 +21,7 @@
 // each plane's coefficients in its lanes, so short planes cost no partial vectors of their own.
 // Outputs larger than the caches are written with non-temporal stores (no read-for-ownership),
 // except in runs too short to reach whole aligned vectors (channels-first planes under 4 KB, which
-// the flat walks stream as whole vectors only when a pass's tensors exceed the last-level cache).
+// the flat walks stream as whole vectors only when a pass's tensors exceed kFlatStreamBytes).
 //
 // Determinism: the chunks depend only on the shape, each chunk is reduced by one thread in a fixed
 // order and chunk results are merged in chunk order, so the results are bitwise identical for
@@ -273,6 +273,15 @@ HWY_INLINE void store(D d, hn::Vec<D> v, float16* p, bool stream) {
 template <class S, class D>
 constexpr bool kPairedStores = HWY_TARGET == HWY_AVX3 && std::is_same_v<S, bfloat16> && hn::MaxLanes(D()) == 16;
 
+// Whether pairs of vectors of S (store_pair) at p, and at p + r * stride for every row r, start on a
+// pair boundary (2 vectors' bytes), so that each pair can be streamed as one whole vector.
+template <class D, class S>
+HWY_INLINE bool pairs_aligned(D d, const S* p, int64_t stride) {
+    const uintptr_t pair_bytes = 2 * hn::MaxLanes(d) * sizeof(S);
+    return reinterpret_cast<uintptr_t>(p) % pair_bytes == 0 &&
+           static_cast<uintptr_t>(stride) * sizeof(S) % pair_bytes == 0;
+}
+
 // Stores v0 at p and v1 right after it; for kPairedStores, as one 64-byte vector, streamed when
 // `stream` (then p must be aligned to 64 bytes) and when neither has a subnormal lane (the
 // condition of store's vcvtneps2bf16; else each half takes store's own way).
@@ -474,9 +483,9 @@ struct GradientChains {
     HWY_INLINE hn::Vec<D> sum_b() const { return hn::Add(hn::Add(b0, b1), hn::Add(b2, b3)); }
 
     // The n whole vectors at element i (four at a time into the four chains, the rest into the
-    // first), prefetching ahead with pf; out(d, i, dy) after each vector's sums, or, where out
-    // also takes two vectors, out(d, i, dy, dy of i + lanes) for the four at a time.
-    template <class S, class P, class Out>
+    // first), prefetching ahead with pf; out(d, i, dy) after each vector's sums, or, with kPairs,
+    // out(d, i, dy, dy of i + lanes) twice for the four at a time (out then takes both forms).
+    template <bool kPairs, class S, class P, class Out>
     HWY_INLINE void add(D d, const S* dy, const S* x, int64_t i, int64_t n, hn::Vec<D> mu, P pf, Out&& out) {
         const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
         int64_t v = 0;
@@ -495,8 +504,8 @@ struct GradientChains {
             b2 = hn::MulAdd(g2, hn::Sub(load(d, x + i + 2 * lanes), mu), b2);
             a3 = hn::Add(a3, g3);
             b3 = hn::MulAdd(g3, hn::Sub(load(d, x + i + 3 * lanes), mu), b3);
-            if constexpr (std::is_invocable_v<Out&, D, int64_t, hn::Vec<D>, hn::Vec<D>>) {
-                out(d, i, g0, g1);  // two vectors at a time, where out takes them
+            if constexpr (kPairs) {
+                out(d, i, g0, g1);
                 out(d, i + 2 * lanes, g2, g3);
             } else {
                 out(d, i, g0);
@@ -592,8 +601,9 @@ struct PairSums {
         }
     }
 
-    // The sums of one vector block of gradients: a += dy, b += dy*(x - center).
-    template <class Store>
+    // The sums of one vector block of gradients: a += dy, b += dy*(x - center); out as for
+    // GradientChains::add.
+    template <bool kPairs, class Store>
     HWY_INLINE void gradient_blocks(const S* dy, const S* x, int64_t j, int64_t length, C center, bool prefetch,
                                     Store&& out) {
         const DC d;
@@ -603,7 +613,7 @@ struct PairSums {
             while (j + lanes <= length) {
                 const int64_t n = std::min(kBlock, (length - j) / lanes);
                 GradientChains<DC> chains(d);
-                chains.add(d, dy, x, j, n, mu, pf, out);
+                chains.template add<kPairs>(d, dy, x, j, n, mu, pf, out);
                 add_block_sums(d, chains.sum_a(), chains.sum_b(), a, b);
                 j += n * lanes;
             }
@@ -632,7 +642,7 @@ struct PairSums {
     HWY_INLINE void add_gradients(const S* dy, const S* x, int64_t length, C center, bool prefetch) {
         const int64_t lanes = static_cast<int64_t>(hn::Lanes(DC()));
         const int64_t whole = length / lanes * lanes;
-        gradient_blocks(dy, x, 0, whole, center, prefetch, [](auto, int64_t, auto) {});
+        gradient_blocks<false>(dy, x, 0, whole, center, prefetch, [](auto, int64_t, auto) {});
         if (whole < length && length >= lanes) {
             add_last_gradients(dy, x, length, length - whole, center);
             return;
@@ -661,10 +671,9 @@ struct PairSums {
         const auto k = hn::Set(d, scale);
         // bfloat16 dx: pairs of vectors to a store (the four at a time of the chains start at
         // multiples of 4 vectors from the run's start), when they are aligned or not streamed.
-        const uintptr_t pair_bytes = 2 * static_cast<uintptr_t>(lanes) * sizeof(S);
-        const bool paired = kPairedStores<S, DC> && (!stream || reinterpret_cast<uintptr_t>(dx) % pair_bytes == 0);
-        gradient_blocks(dy, x, j, whole, center, far.prefetch, [&](auto dv, int64_t i, auto g, auto... next) {
-            if constexpr (sizeof...(next) == 1) {
+        const bool paired = kPairedStores<S, DC> && (!stream || pairs_aligned(d, dx, 0));
+        gradient_blocks<true>(dy, x, j, whole, center, far.prefetch, [&](auto dv, int64_t i, auto g, auto... next) {
+            if constexpr (sizeof...(next) == 1) {  // two vectors: g, then next
                 const auto g1 = (next, ...);
                 if (paired) {
                     store_pair(dv, hn::Mul(g, k), hn::Mul(g1, k), dx + i, stream);
@@ -756,11 +765,8 @@ HWY_INLINE void interleaved_block(const S* x, const S* dy, int64_t C, int64_t r0
     const uintptr_t skip = rows_ahead(C * static_cast<int64_t>(sizeof(S)));
     // Pairs of bfloat16 dx vectors (kPairedStores) are streamed as whole 64-byte vectors when every
     // row's pairs are aligned.
-    constexpr uintptr_t kWhole = hn::MaxLanes(d) * 2 * sizeof(S);
     bool pair_stream = false;
-    if constexpr (kScale)
-        pair_stream = out.stream && reinterpret_cast<uintptr_t>(out.dx + r0 * C + c0) % kWhole == 0 &&
-                      (C * sizeof(S)) % kWhole == 0;
+    if constexpr (kScale) pair_stream = out.stream && pairs_aligned(d, out.dx + r0 * C + c0, C);
     prefetching(prefetch, [&](auto pf) BNORM_LOOP {
         for (int64_t rb = r0; rb < r1; rb += kBlock) {
             const int64_t re = std::min(r1, rb + kBlock);
@@ -951,11 +957,11 @@ struct FlatGradients {
             while (i + lanes <= e) {
                 const int64_t n = std::min(kBlock - used, (e - i) / lanes);
                 if (dx)
-                    chains.add(d, dy, x, i, n, mu, pf, [&](auto dv, int64_t at, auto g) BNORM_LOOP {
+                    chains.template add<false>(d, dy, x, i, n, mu, pf, [&](auto dv, int64_t at, auto g) BNORM_LOOP {
                         store(dv, hn::Mul(g, k), dx + at, stream);
                     });
                 else
-                    chains.add(d, dy, x, i, n, mu, pf, [](auto, int64_t, auto) {});
+                    chains.template add<false>(d, dy, x, i, n, mu, pf, [](auto, int64_t, auto) {});
                 i += n * lanes;
                 used += n;
                 if (used == kBlock) {
@@ -1067,12 +1073,15 @@ struct FlatMap {
 
 // Whether a flat walk streams its output: when `far` streams, out is aligned to the vectors, and the
 // pass's `tensors` (its inputs and output) exceed kFlatStreamBytes together, so that they cannot
-// stay in the last-level cache from call to call. 32 MB: the AMD host's L3. 64x256x14x14 (6 rounds
-// alternating, one and two threads): float32 backward and backward in inference mode (3 tensors,
-// 38 MB) 1.2-1.6x faster streamed; float32 forward passes (2 tensors, 26 MB) the same on one thread
-// and 1.1-1.2x slower on two; 16-bit training passes and inference forward (13-19 MB) 1.1-1.3x
-// slower streamed.
-constexpr int64_t kFlatStreamBytes = int64_t{32} << 20;
+// stay in the last-level cache from call to call (the AMD host's L3 is 32 MB, shared with other
+// guests). 64x256x14x14: float32 backward and backward in inference mode (3 tensors, 38 MB) were
+// 1.2-1.6x faster streamed (6 rounds alternating, one and two threads). The float32 forward passes
+// (2 tensors, 26 MB) were 1.1-1.2x slower streamed on two threads in that A/B (when the bound was
+// 32 MB); bench/ab_pair later put them at 0.76-0.82 (training and inference forward, one thread,
+// 200-300 pairs) and 0.82-1.09 (two threads). 16-bit passes of that shape are 1.1-1.3x slower
+// streamed: two tensors (13 MB), and three (19 MB; ab_pair, 150 pairs: backward 1.11 and 1.12,
+// backward in inference mode 1.02-1.07, except float16's 0.94 on one thread). So 20 MB.
+constexpr int64_t kFlatStreamBytes = int64_t{20} << 20;
 template <class S>
 inline bool flat_stream(const Geometry& g, cpu::Far far, const S* out, int64_t tensors) {
     const uintptr_t vector_bytes = hn::Lanes(hn::ScalableTag<Compute<S>>()) * sizeof(S);
@@ -1464,15 +1473,13 @@ HWY_INLINE void interleaved_elementwise_block(const S* x, const S* dy, S* out, i
     const uintptr_t skip = rows_ahead(C * static_cast<int64_t>(sizeof(S)));
     // Pairs of bfloat16 vectors (kPairedStores) are streamed as whole 64-byte vectors when every
     // row's pairs are aligned.
-    constexpr uintptr_t kWhole = hn::MaxLanes(d) * 2 * sizeof(S);
-    const bool pair_stream = stream && reinterpret_cast<uintptr_t>(out + r0 * C + c0) % kWhole == 0 &&
-                             (C * sizeof(S)) % kWhole == 0;
+    const bool pair_stream = stream && pairs_aligned(d, out + r0 * C + c0, C);
     prefetching(prefetch, [&](auto pf) BNORM_LOOP {
         for (int64_t r = r0; r < r1; ++r) {
             const int64_t row = r * C + c0;
             ahead_rows(pf, x + row, K * lanes, skip);
             if constexpr (kWithGradient) ahead_rows(pf, dy + row, K * lanes, skip);
-            auto value = [&](int k) HWY_ATTR {
+            auto value = [&](int k) BNORM_LOOP {
                 const int64_t i = row + k * lanes;
                 auto centered = load(d, x + i);
                 if constexpr (kCentered) centered = hn::Sub(centered, k_center[k]);

@@ -250,7 +250,7 @@ Outputs<T, P> run_all(const Shape& s, int threads, size_t offset = 0) {
 // of just over a vector. (112, 56, 196) and (1600, 4, 196): over 4 MB with short planes (4.9 and
 // 5 MB in float32), whose channels-first training passes run in memory order, the second with
 // fewer channels than some thread counts; (56, 256, 196): 11.2 MB per tensor in float32, whose
-// walks in memory order stream their outputs in the backward passes (three tensors over 32 MB).
+// walks in memory order stream their outputs (the passes' tensors together over 20 MB).
 const Shape kThreadShapes[] = {{4, 3, 70001},   {64, 37, 301}, {1024, 257, 1},  {5, 1, 65536},   {64, 40, 49},
                                {32, 48, 7},     {7, 5, 200},   {300, 7, 17},    {112, 56, 196},  {1600, 4, 196},
                                {56, 256, 196}};
