@@ -1281,6 +1281,30 @@ inline bool two_pass_in_order(const Plan& p, int64_t element_bytes) {
     return p.far.stream && !p.far.prefetch && p.g.spatial * element_bytes < 4096;
 }
 
+// Sample n's plane positions [i0, i1) of every channel, as chunks split them: one run (`whole`,
+// in chunk k0), or, at a chunk boundary within the plane, two or more; without `chunked`, one run
+// in chunk 0. The same for every channel: computed once per sample.
+struct SamplePlane {
+    int64_t i0, i1, k0;
+    bool whole;
+    SamplePlane(const Plan& p, int64_t n, bool chunked)
+        : i0(n * p.g.spatial), i1(i0 + p.g.spatial), k0(chunked ? i0 / p.chunk_len : 0),
+          whole(!chunked || (k0 + 1) * p.chunk_len >= i1) {}
+    // piece(k, start, length) for the runs of the plane, start counted from the plane's first value.
+    template <class Piece>
+    HWY_INLINE void pieces(const Plan& p, Piece&& piece) const {
+        if (whole) {
+            piece(k0, int64_t{0}, i1 - i0);
+            return;
+        }
+        for (int64_t i = i0, k = k0; i < i1; ++k) {
+            const int64_t e = std::min(i1, (k + 1) * p.chunk_len);
+            piece(k, i - i0, e - i);
+            i = e;
+        }
+    }
+};
+
 // Calls visit(c, k, offset, length) for the runs of channels [c0, c1), sample by sample (the last
 // sample first when `reverse`), split at chunk boundaries when `chunked` (k: the chunk; else 0).
 template <class Visit>
@@ -1288,23 +1312,11 @@ void group_runs(const Plan& p, int64_t c0, int64_t c1, bool chunked, bool revers
     const Geometry& g = p.g;
     for (int64_t t = 0; t < g.n; ++t) {
         const int64_t n = reverse ? g.n - 1 - t : t;
-        // The sample's plane is one run, or, at a chunk boundary within it, two or more (the same
-        // for every channel: computed once per sample).
-        const int64_t i0 = n * g.spatial, i1 = i0 + g.spatial;
-        const int64_t k0 = chunked ? i0 / p.chunk_len : 0;
-        const bool whole = !chunked || (k0 + 1) * p.chunk_len >= i1;
+        const SamplePlane plane(p, n, chunked);
         for (int64_t u = 0; u < c1 - c0; ++u) {
             const int64_t c = reverse ? c1 - 1 - u : c0 + u;
             const int64_t base = (n * g.c + c) * g.spatial;
-            if (whole) {
-                visit(c, k0, base, g.spatial);
-                continue;
-            }
-            for (int64_t i = i0, k = k0; i < i1; ++k) {
-                const int64_t e = std::min(i1, (k + 1) * p.chunk_len);
-                visit(c, k, base + (i - i0), e - i);
-                i = e;
-            }
+            plane.pieces(p, [&](int64_t k, int64_t start, int64_t length) { visit(c, k, base + start, length); });
         }
     }
 }
@@ -1450,10 +1462,10 @@ void planar_group_moments(const Plan& p, const S* x, int64_t c0, int64_t c1, Mom
     };
     const Geometry& g = p.g;
     for (int64_t n = 0; n < g.n; ++n) {
-        const int64_t i0 = n * g.spatial, i1 = i0 + g.spatial, k0 = i0 / p.chunk_len;
+        const SamplePlane plane(p, n, true);
         const int64_t first = (n * g.c + c0) * g.spatial;
         int64_t u = 0;
-        if ((k0 + 1) * p.chunk_len >= i1) {
+        if (plane.whole) {
             // Whole planes, two at a time, each summed as alone (add_moments_of).
             constexpr int R = 2;
             for (; u + R <= c1 - c0; u += R) {
@@ -1461,7 +1473,7 @@ void planar_group_moments(const Plan& p, const S* x, int64_t c0, int64_t c1, Mom
                 const S* runs[R];
                 for (int r = 0; r < R; ++r) {
                     const int64_t offset = first + (u + r) * g.spatial;
-                    start(u + r, k0, offset);
+                    start(u + r, plane.k0, offset);
                     some[r] = &sums[u + r];
                     runs[r] = x + offset;
                 }
@@ -1469,12 +1481,11 @@ void planar_group_moments(const Plan& p, const S* x, int64_t c0, int64_t c1, Mom
             }
         }
         for (; u < c1 - c0; ++u)
-            for (int64_t i = i0, k = k0; i < i1; ++k) {
-                const int64_t e = std::min(i1, (k + 1) * p.chunk_len), offset = first + u * g.spatial + (i - i0);
+            plane.pieces(p, [&](int64_t k, int64_t piece, int64_t length) {
+                const int64_t offset = first + u * g.spatial + piece;
                 start(u, k, offset);
-                sums[u].add_moments(x + offset, e - i, p.far.prefetch);
-                i = e;
-            }
+                sums[u].add_moments(x + offset, length, p.far.prefetch);
+            });
     }
     for (int64_t u = 0; u < c1 - c0; ++u) close(u);
 }
