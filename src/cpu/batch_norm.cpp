@@ -56,6 +56,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/kernels.hpp"
@@ -405,6 +406,16 @@ HWY_INLINE void map_run(const S* x, S* out, int64_t length, cpu::Far far, bool o
 // n*(n + 1) of float's precision, and typically sqrt(n). The assignment of elements to lanes, chains
 // and blocks depends only on the run, so results are deterministic.
 constexpr int64_t kBlock = 16;
+// Channels-first planes of at least a vector and at most kBlock vectors (short_planes) are summed in
+// two levels instead (PairSums::add_short_runs): each plane (or its piece in a chunk) in float, one
+// chain per lane, and the sums of kRunsPerFlush such planes added in float before they move into
+// double, all around one shift per chunk, the mean of its first plane (short_shift). A lane's float
+// sums then hold at most kBlock*kRunsPerFlush = 128 values, by additions at most kBlock +
+// kRunsPerFlush deep: the bound above with n = 128, relative to the spread of the chunk's values
+// around that mean, which an outlier moves by its distance over the plane's length. It spares each
+// plane the move into double, which held the statistics of 64x256x14x14 at about 15 ns a plane (see
+// planar_group_moments).
+constexpr int kRunsPerFlush = 8;
 
 // A vector of the compute type as kParts double vectors: 2 for float (N floats are two vectors of
 // N/2 doubles), 1 for double data and on one-lane targets (hi is then unused).
@@ -523,6 +534,15 @@ struct GradientChains {
     }
 };
 
+// body(std::integral_constant<int, r>{}) for r = 0, ..., R - 1: arrays of vectors indexed by r stay
+// in registers.
+template <int R, class Body>
+HWY_INLINE void for_each_index(Body&& body) {
+    [&]<int... r>(std::integer_sequence<int, r...>) BNORM_LOOP {
+        (body(std::integral_constant<int, r>{}), ...);
+    }(std::make_integer_sequence<int, R>{});
+}
+
 // Sums over runs of values: element j of a run goes to lane j % lanes while a whole vector remains;
 // the rest of a run at least one vector long go to the upper lanes of the vector that ends the run
 // (the lanes it shares with the last whole vector masked out), and of a shorter run to the scalar
@@ -545,6 +565,8 @@ struct PairSums {
         }
         tail_a = tail_b = 0;
         x0 = around;
+        for (size_t i = 0; i < kLanes; ++i) a2[i] = b2[i] = 0;
+        runs = 0;
     }
 
     // a += x - x0, b += (x - x0)^2
@@ -623,6 +645,102 @@ struct PairSums {
                 t.tail_b += v * v;
             }
         }
+    }
+
+    // Short runs (short_planes), in two levels of float sums around x0 (short_shift). A run's
+    // values, lane by lane in one chain (its whole vectors in order, then the masked last vector as
+    // in add_moments; a run under a vector goes to the scalar tail), are added into the second
+    // level (a2, b2), which moves into the double totals every kRunsPerFlush runs and when the chunk
+    // closes (flush_short). A plane then costs its loads, its arithmetic and two additions, not a
+    // block's move into double.
+    HWY_ALIGN C a2[kLanes] = {}, b2[kLanes] = {};
+    int runs = 0;
+
+    HWY_INLINE void add_short_run(const S* x, int64_t length) {
+        PairSums* self[1] = {this};
+        const S* run[1] = {x};
+        add_short_runs<1>(self, run, length);
+    }
+    // add_short_run of R runs of the same length, each as alone, their chains interleaved vector
+    // by vector (a 14x14 plane's chain alone is 13 dependent additions).
+    template <int R>
+    static HWY_NOINLINE void add_short_runs(PairSums* const* sums, const S* const* x, int64_t length) {
+        const DC d;
+        const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+        if (length < lanes) {
+            for_each_index<R>([&](auto r) BNORM_LOOP {
+                PairSums& t = *sums[r];
+                for (int64_t i = 0; i < length; ++i) {
+                    const double v = to_double(x[r][i]) - t.x0;
+                    t.tail_a += v;
+                    t.tail_b += v * v;
+                }
+            });
+            return;
+        }
+        hn::Vec<DC> s[R], a1[R], b1[R];
+        for_each_index<R>([&](auto r) BNORM_LOOP {
+            PairSums& t = *sums[r];
+            s[r] = hn::Set(d, static_cast<C>(t.x0));
+            const auto v = hn::Sub(load(d, x[r]), s[r]);
+            a1[r] = v;
+            b1[r] = hn::Mul(v, v);
+        });
+        int64_t j = lanes;
+        for (; j + lanes <= length; j += lanes)
+            for_each_index<R>([&](auto r) BNORM_LOOP {
+                const auto v = hn::Sub(load(d, x[r] + j), s[r]);
+                a1[r] = hn::Add(a1[r], v);
+                b1[r] = hn::MulAdd(v, v, b1[r]);
+            });
+        const bool ragged = j < length;
+        const auto last = tail_mask(d, length - j);
+        for_each_index<R>([&](auto r) BNORM_LOOP {
+            PairSums& t = *sums[r];
+            if (ragged) {
+                const auto v = hn::IfThenElseZero(last, hn::Sub(load(d, x[r] + length - lanes), s[r]));
+                a1[r] = hn::Add(a1[r], v);
+                b1[r] = hn::MulAdd(v, v, b1[r]);
+            }
+            hn::Store(hn::Add(hn::Load(d, t.a2), a1[r]), d, t.a2);
+            hn::Store(hn::Add(hn::Load(d, t.b2), b1[r]), d, t.b2);
+            if (++t.runs == kRunsPerFlush) t.flush_short();
+        });
+    }
+    HWY_INLINE void flush_short() {
+        if (runs == 0) return;
+        const DC d;
+        add_block_sums(d, hn::Load(d, a2), hn::Load(d, b2), a, b);
+        const auto zero = hn::Zero(d);
+        hn::Store(zero, d, a2);
+        hn::Store(zero, d, b2);
+        runs = 0;
+    }
+    // The shift of a chunk of short runs: the mean of its first run, rounded to the compute type (so
+    // that x0 is exactly the shift the vectors subtract). Not a value of the data, as the shift of
+    // add_moments is, but near most of them: an outlier among the run moves it by its distance over
+    // the run's length, where as the shift itself it would offset every value of the chunk.
+    static HWY_INLINE double short_shift(const S* x, int64_t length) {
+        const DC d;
+        const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+        double sum = 0;
+        if (length < lanes) {
+            for (int64_t i = 0; i < length; ++i) sum += to_double(x[i]);
+        } else {
+            // Four chains: the chunk's first sums wait for this.
+            auto v0 = load(d, x), v1 = hn::Zero(d), v2 = hn::Zero(d), v3 = hn::Zero(d);
+            int64_t j = lanes;
+            for (; j + 4 * lanes <= length; j += 4 * lanes) {
+                v1 = hn::Add(v1, load(d, x + j));
+                v2 = hn::Add(v2, load(d, x + j + lanes));
+                v3 = hn::Add(v3, load(d, x + j + 2 * lanes));
+                v0 = hn::Add(v0, load(d, x + j + 3 * lanes));
+            }
+            for (; j + lanes <= length; j += lanes) v1 = hn::Add(v1, load(d, x + j));
+            if (j < length) v2 = hn::Add(v2, hn::IfThenElseZero(tail_mask(d, length - j), load(d, x + length - lanes)));
+            sum = static_cast<double>(hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(v0, v1), hn::Add(v2, v3)))));
+        }
+        return static_cast<double>(static_cast<C>(sum / static_cast<double>(length)));
     }
 
     // The sums of one vector block of gradients: a += dy, b += dy*(x - center); out as for
@@ -1146,14 +1264,32 @@ inline bool flat_planes(const Geometry& g) {
 }
 
 // ---- planar (channels-first, spatial > 1) building blocks ---------------------------------------
+// Whether channels-first planes are summed in two levels (kRunsPerFlush, PairSums::add_short_run):
+// at least a vector and at most kBlock vectors long. Depends only on the shape and the target.
+template <class S>
+inline bool short_planes(const Geometry& g) {
+    const int64_t lanes = static_cast<int64_t>(hn::Lanes(hn::ScalableTag<Compute<S>>()));
+    return g.spatial >= lanes && g.spatial <= kBlock * lanes;
+}
+
 template <class S>
 Moments planar_chunk_moments(const Plan& p, const S* x, int64_t c, int64_t k) {
     const int64_t i0 = p.begin(k), i1 = p.end(k);
+    const bool short_runs = short_planes<S>(p.g);
     double shift = 0;
-    for_each_run(p.g, c, i0, i0 + 1, [&](int64_t offset, int64_t) { shift = to_double(x[offset]); });
+    for_each_run(p.g, c, i0, i0 + 1, [&](int64_t offset, int64_t) {
+        shift = short_runs ? PairSums<S>::short_shift(x + offset, std::min(p.g.spatial - offset % p.g.spatial, i1 - i0))
+                           : to_double(x[offset]);
+    });
     PairSums<S> sums(shift);
-    for_each_run(p.g, c, i0, i1,
-                 [&](int64_t offset, int64_t length) { sums.add_moments(x + offset, length, p.far.prefetch); });
+    if (short_runs) {
+        // The runs as planar_group_moments sums them (bitwise the same moments).
+        for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) { sums.add_short_run(x + offset, length); });
+        sums.flush_short();
+    } else {
+        for_each_run(p.g, c, i0, i1,
+                     [&](int64_t offset, int64_t length) { sums.add_moments(x + offset, length, p.far.prefetch); });
+    }
     return cpu::from_shifted(static_cast<double>(i1 - i0), shift, sums.total_a(), sums.total_b());
 }
 
@@ -1431,18 +1567,101 @@ void in_order_gradients(const Plan& p, const S* dy, const S* x, S* dx, const Com
 }
 
 // The moments of channels [c0, c1), into out[c - c0]: per chunk (planar_chunk_moments), merged in
-// chunk order. The group's whole planes of a sample are summed two at a time (add_moments_of<2>):
-// a 14x14 plane is one block, a chain of about 100 cycles from its loads to its double updates,
-// and two chains in the core's window at once hide the last-level cache's latency better.
-// 64x256x14x14 training forward (bench/ab_pair, 60-100 pairs, against one plane at a time): bfloat16
-// 0.87 on one and two threads, float32 and float16 0.93; 0.88-0.93 against the library before
-// both changes here when the host was slow (calls of 0.5-0.8 ms), 0.98-1.0 when fast (0.42 ms);
-// 16x128x7x7 float32 0.79; 4x256x14x14 bfloat16 (0.03 ms, in L2) 1.01-1.02. Three and four at a
-// time were slower than two (1.0-1.05, 1.08-1.13: the chains no longer fit the registers). The
-// sample's pieces (a plane, or its parts at a chunk boundary) are found once per sample, not per
-// channel: 0.955 (bfloat16, one and two threads).
+// chunk order.
+//
+// Short planes (short_planes: at most kBlock vectors, such as 14x14 and 7x7) go by blocks of four
+// channels (short_plane_moments), each block over every sample: a sample's four planes are summed
+// together (add_short_runs<4>, four chains interleaved vector by vector), each plane's float sums
+// added into the channel's second-level sums, which move into double every kRunsPerFlush planes.
+// Before, each plane was a block of its own (PairSums::add_moments: four chains, combined, widened,
+// shifted and added into the double totals), about 15 ns a plane for 64x256x14x14 bfloat16 in
+// whatever order the planes were read; a scratch program timed that per-plane sum at 0.158 ms,
+// the two-level sums in blocks of four channels at 0.096 ms, and the same loads and arithmetic in
+// one flat loop at 0.070 ms. In the library, training forward (bench/ab_pair, 60 pairs, against the
+// two planes at a time below): 64x256x14x14 bfloat16 0.92 on one thread and 0.97 on two, float16
+// 0.92 and 0.93, float32 1.00 and 0.95; 16x128x7x7 float32 0.83; 4x256x14x14 (in L2) bfloat16
+// 0.99, float32 on two threads 0.70.
+// - The shift, per chunk, is the mean of its first plane (short_shift). The chunk's first value
+//   (as add_moments takes a block's) was 1.03-1.08x faster, but one outlier there offsets all the
+//   chunk's values: with the first of 64x8x196 float32 values at 100 and the rest spread 1e-2, the
+//   variance came out 2e-4 off (the block moments before: 1e-6; with the mean: 2e-7). A shift per
+//   lane from each second-level block's first vector (moved into double with per-lane counts, as
+//   add_block_moments does) was as slow as the per-plane blocks (0.97-1.0) and 2.5e-5 off there.
+// - With the block's chains inlined into the sample loop, GCC kept one of them on the stack (its
+//   vector registers were taken by the block's other values): 0.93 where the separate function
+//   measured 0.87 on the same minutes; hence add_short_runs is a function of its own.
+//
+// Longer planes under 4 KB: the group's whole planes of a sample are summed two at a time
+// (add_moments_of<2>): a plane of a block or a few is a chain from its loads to its double
+// updates, and two chains in the core's window at once hide the last-level cache's latency better.
+// 64x256x14x14 training forward when it took this path (bench/ab_pair, 60-100 pairs, against one
+// plane at a time): bfloat16 0.87 on one and two threads, float32 and float16 0.93; 16x128x7x7
+// float32 0.79. Three and four at a time were slower than two (1.0-1.05, 1.08-1.13: the chains no
+// longer fit the registers). The sample's pieces (a plane, or its parts at a chunk boundary) are
+// found once per sample, not per channel: 0.955 (bfloat16, one and two threads).
+template <int R, class S>
+void short_plane_moments(const Plan& p, const S* x, int64_t c0, Moments* out) {
+    PairSums<S> sums[R];
+    int64_t current[R];
+    std::fill(current, current + R, int64_t{-1});
+    auto close = [&](int r) BNORM_LOOP {
+        sums[r].flush_short();
+        const int64_t k = current[r];
+        const Moments mo = cpu::from_shifted(static_cast<double>(p.end(k) - p.begin(k)), sums[r].x0,
+                                             sums[r].total_a(), sums[r].total_b());
+        if (k == 0) out[r] = mo;
+        else cpu::merge(out[r], mo);
+    };
+    // A chunk's first run (offset, length) gives its shift.
+    auto start = [&](int r, int64_t k, int64_t offset, int64_t length) BNORM_LOOP {
+        if (current[r] != k) {
+            if (current[r] >= 0) close(r);
+            sums[r].reset(PairSums<S>::short_shift(x + offset, length));
+            current[r] = k;
+        }
+    };
+    const Geometry& g = p.g;
+    for (int64_t n = 0; n < g.n; ++n) {
+        const SamplePlane plane(p, n, true);
+        const int64_t first = (n * g.c + c0) * g.spatial;
+        if (plane.whole) {
+            // The block's planes of this sample together, each summed as alone.
+            PairSums<S>* some[R];
+            const S* planes[R];
+            for (int r = 0; r < R; ++r) {
+                const int64_t offset = first + r * g.spatial;
+                start(r, plane.k0, offset, g.spatial);
+                some[r] = &sums[r];
+                planes[r] = x + offset;
+            }
+            PairSums<S>::template add_short_runs<R>(some, planes, g.spatial);
+            continue;
+        }
+        for (int r = 0; r < R; ++r)
+            plane.pieces(p, [&](int64_t k, int64_t piece, int64_t length) {
+                const int64_t offset = first + r * g.spatial + piece;
+                start(r, k, offset, length);
+                sums[r].add_short_run(x + offset, length);
+            });
+    }
+    for (int r = 0; r < R; ++r) close(r);
+}
+
 template <class S>
 void planar_group_moments(const Plan& p, const S* x, int64_t c0, int64_t c1, Moments* out) {
+    if (short_planes<S>(p.g)) {
+        // Blocks of four channels, each over every sample (each channel's runs in order, as
+        // planar_chunk_moments sums them).
+        int64_t c = c0;
+        for (; c + 4 <= c1; c += 4) short_plane_moments<4>(p, x, c, out + (c - c0));
+        switch (c1 - c) {
+            case 3: short_plane_moments<3>(p, x, c, out + (c - c0)); break;
+            case 2: short_plane_moments<2>(p, x, c, out + (c - c0)); break;
+            case 1: short_plane_moments<1>(p, x, c, out + (c - c0)); break;
+            default: break;
+        }
+        return;
+    }
     PairSums<S> sums[kMaxGroup];
     int64_t current[kMaxGroup];
     std::fill(current, current + (c1 - c0), int64_t{-1});

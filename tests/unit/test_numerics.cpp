@@ -77,6 +77,63 @@ void check_outlier_shifts(Layout layout) {
 TEST(Robustness, variance_with_outlying_shift_values_f32_channels_first) { check_outlier_shifts<float>(Layout::channels_first); }
 TEST(Robustness, variance_with_outlying_shift_values_f32_channels_last) { check_outlier_shifts<float>(Layout::channels_last); }
 
+// The same for short channels-first planes (at most 16 vectors: 14x14, 7x7), which are summed in
+// float across several planes before the sums move into double (kRunsPerFlush): the first value of
+// every plane, and so of every such block, and the first value of every chunk (8192 values of a
+// channel) are outliers. 64 samples of 196 values: a chunk ends inside sample 41's plane.
+template <class T>
+void check_short_plane_outliers(int64_t spatial) {
+    const Shape s{64, 3, spatial, Layout::channels_first};
+    auto x = random_vector<T>(numel(s), 13, 0.0, 1e-2);
+    const detail::Geometry g = geometry(s);
+    for (int64_t c = 0; c < s.c; ++c) {
+        for (int64_t n = 0; n < s.n; ++n) x[static_cast<size_t>(g.offset(n, c, 0))] = T(1e3);
+        for (int64_t i = 0; i < s.n * spatial; i += 8192) x[static_cast<size_t>(g.offset(i / spatial, c, i % spatial))] = T(1e3);
+    }
+    const auto var = batch_variance<T>(s, x);
+    for (int64_t c = 0; c < s.c; ++c) {
+        const double want = static_cast<double>(exact_moments(x, s, c).second);
+        EXPECT_NEAR(var[static_cast<size_t>(c)] / want, 1.0, 1e-5) << "channel " << c;
+    }
+}
+
+// One outlier, the first value of each channel (the shift of its first chunk and block), among
+// values whose spread is 1e-2: the variance is the outlier's and the rest's, both to be kept.
+template <class T>
+void check_short_plane_first_outlier(int64_t spatial) {
+    const Shape s{64, 3, spatial, Layout::channels_first};
+    auto x = random_vector<T>(numel(s), 17, 0.0, 1e-2);
+    const detail::Geometry g = geometry(s);
+    for (int64_t c = 0; c < s.c; ++c) x[static_cast<size_t>(g.offset(0, c, 0))] = T(1e2);
+    const auto var = batch_variance<T>(s, x);
+    for (int64_t c = 0; c < s.c; ++c) {
+        const double want = static_cast<double>(exact_moments(x, s, c).second);
+        EXPECT_NEAR(var[static_cast<size_t>(c)] / want, 1.0, 1e-5) << "channel " << c;
+    }
+}
+
+TEST(Robustness, variance_with_outlying_shift_values_f32_short_planes) {
+    check_short_plane_outliers<float>(196);
+    check_short_plane_outliers<float>(49);
+    check_short_plane_outliers<float>(16);
+}
+TEST(Robustness, variance_with_one_outlier_first_f32_short_planes) {
+    check_short_plane_first_outlier<float>(196);
+    check_short_plane_first_outlier<float>(49);
+}
+TEST(Robustness, variance_of_1e4_plus_noise_1_f32_short_planes) {
+    for (int64_t spatial : {196, 49, 16}) {
+        const Shape s{64, 3, spatial, Layout::channels_first};
+        auto x = random_vector<float>(numel(s), 19, 0.0, 1.0);
+        for (auto& v : x) v = static_cast<float>(1e4 + static_cast<double>(v));
+        const auto var = batch_variance<float>(s, x);
+        for (int64_t c = 0; c < s.c; ++c) {
+            const double want = static_cast<double>(exact_moments(x, s, c).second);
+            EXPECT_NEAR(var[static_cast<size_t>(c)] / want, 1.0, 1e-4) << "spatial " << spatial << ", channel " << c;
+        }
+    }
+}
+
 // A constant channel has variance exactly 0: invstd = 1/sqrt(eps), y = beta exactly, the unbiased
 // running variance moves towards exactly 0, and the gradient with respect to x is exactly 0
 // (x_hat is 0 everywhere).
