@@ -1588,8 +1588,9 @@ void in_order_gradients(const Plan& p, const S* dy, const S* x, S* dx, const Com
 //   lane from each second-level block's first vector (moved into double with per-lane counts, as
 //   add_block_moments does) was as slow as the per-plane blocks (0.97-1.0) and 2.5e-5 off there.
 // - With the block's chains inlined into the sample loop, GCC kept one of them on the stack (its
-//   vector registers were taken by the block's other values): 0.93 where the separate function
-//   measured 0.87 on the same minutes; hence add_short_runs is a function of its own.
+//   vector registers were taken by the block's other values): 0.93, and the separate function 0.87
+//   in the next minutes (both with the first value as shift); hence add_short_runs is a function
+//   of its own.
 //
 // Longer planes under 4 KB: the group's whole planes of a sample are summed two at a time
 // (add_moments_of<2>): a plane of a block or a few is a chain from its loads to its double
