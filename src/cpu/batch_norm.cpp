@@ -224,6 +224,20 @@ template <class D>
 HWY_INLINE void store(D d, hn::Vec<D> v, double* p, bool stream) {
     put(d, v, p, stream);
 }
+#if HWY_TARGET == HWY_AVX3
+// The lanes that AVX512-BF16's vcvtneps2bf16 would flush to zero (vfpclassps category 0x20:
+// subnormal).
+HWY_INLINE __mmask16 subnormal_lanes(__m512 v) { return _mm512_fpclass_ps_mask(v, 0x20); }
+// v (16 floats, no subnormal lane) rounded to bfloat16 by vcvtneps2bf16 and put at p.
+template <class D>
+HWY_INLINE void put_bf16(D, __m512 v, bfloat16* p, bool stream) {
+    __m256i half;
+    asm("vcvtneps2bf16 %1, %0" : "=v"(half) : "v"(v));
+    const hn::Rebind<uint16_t, D> d16;
+    put(d16, hn::Vec<decltype(d16)>{half}, reinterpret_cast<uint16_t*>(p), stream);
+}
+#endif
+
 template <class D>
 HWY_INLINE void store(D d, hn::Vec<D> v, bfloat16* p, bool stream) {
     const hn::RebindToUnsigned<D> d32;
@@ -234,11 +248,8 @@ HWY_INLINE void store(D d, hn::Vec<D> v, bfloat16* p, bool stream) {
     // inline assembly since this Highway version has no target with it.
     if constexpr (hn::MaxLanes(d) == 16) {
         // vfpclassps (AVX512DQ, part of this target) with category 0x20: the subnormal lanes.
-        if (cpu::kHasAvx512Bf16 && _mm512_fpclass_ps_mask(v.raw, 0x20) == 0) {
-            __m256i half;
-            asm("vcvtneps2bf16 %1, %0" : "=v"(half) : "v"(v.raw));
-            const hn::Rebind<uint16_t, D> d16;
-            put(d16, hn::Vec<decltype(d16)>{half}, reinterpret_cast<uint16_t*>(p), stream);
+        if (cpu::kHasAvx512Bf16 && subnormal_lanes(v.raw) == 0) {
+            put_bf16(d, v.raw, p, stream);
             return;
         }
     }
@@ -290,7 +301,7 @@ template <class D, class S>
 HWY_INLINE void store_pair(D d, hn::Vec<D> v0, hn::Vec<D> v1, S* p, bool stream) {
 #if HWY_TARGET == HWY_AVX3
     if constexpr (kPairedStores<S, D>) {
-        if (cpu::kHasAvx512Bf16 && (_mm512_fpclass_ps_mask(v0.raw, 0x20) | _mm512_fpclass_ps_mask(v1.raw, 0x20)) == 0) {
+        if (cpu::kHasAvx512Bf16 && (subnormal_lanes(v0.raw) | subnormal_lanes(v1.raw)) == 0) {
             __m512i packed;
             asm("vcvtne2ps2bf16 %2, %1, %0" : "=v"(packed) : "v"(v1.raw), "v"(v0.raw));  // v0: the lower half
             const hn::Repartition<uint16_t, D> dw;
@@ -314,13 +325,9 @@ template <class D, class S>
 HWY_INLINE void store_two(D d, hn::Vec<D> v0, hn::Vec<D> v1, S* p, bool stream) {
 #if HWY_TARGET == HWY_AVX3
     if constexpr (std::is_same_v<S, bfloat16> && hn::MaxLanes(D()) == 16) {
-        if (cpu::kHasAvx512Bf16 && (_mm512_fpclass_ps_mask(v0.raw, 0x20) | _mm512_fpclass_ps_mask(v1.raw, 0x20)) == 0) {
-            __m256i h0, h1;
-            asm("vcvtneps2bf16 %1, %0" : "=v"(h0) : "v"(v0.raw));
-            asm("vcvtneps2bf16 %1, %0" : "=v"(h1) : "v"(v1.raw));
-            const hn::Rebind<uint16_t, D> d16;
-            put(d16, hn::Vec<decltype(d16)>{h0}, reinterpret_cast<uint16_t*>(p), stream);
-            put(d16, hn::Vec<decltype(d16)>{h1}, reinterpret_cast<uint16_t*>(p + hn::Lanes(d)), stream);
+        if (cpu::kHasAvx512Bf16 && (subnormal_lanes(v0.raw) | subnormal_lanes(v1.raw)) == 0) {
+            put_bf16(d, v0.raw, p, stream);
+            put_bf16(d, v1.raw, p + hn::Lanes(d), stream);
             return;
         }
     }
@@ -663,13 +670,15 @@ struct PairSums {
                                       count, sums[r]->a, sums[r]->b);
             }
         });
-        for (int r = 0; r < R; ++r) {
-            PairSums& t = *sums[r];
-            for (int64_t i = j; i < length; ++i) {
-                const double v = to_double(runs[r][i]) - t.x0;
-                t.tail_a += v;
-                t.tail_b += v * v;
-            }
+        for (int r = 0; r < R; ++r) sums[r]->add_tail_moments(runs[r], j, length);
+    }
+
+    // Values [i0, i1) of a run into the scalar tail (double), around x0.
+    HWY_INLINE void add_tail_moments(const S* x, int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+            const double v = to_double(x[i]) - x0;
+            tail_a += v;
+            tail_b += v * v;
         }
     }
 
@@ -694,14 +703,7 @@ struct PairSums {
         const DC d;
         const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
         if (length < lanes) {
-            for_each_index<R>([&](auto r) BNORM_LOOP {
-                PairSums& t = *sums[r];
-                for (int64_t i = 0; i < length; ++i) {
-                    const double v = to_double(x[r][i]) - t.x0;
-                    t.tail_a += v;
-                    t.tail_b += v * v;
-                }
-            });
+            for (int r = 0; r < R; ++r) sums[r]->add_tail_moments(x[r], 0, length);
             return;
         }
         hn::Vec<DC> s[R], a1[R], b1[R];
@@ -1299,22 +1301,23 @@ inline bool short_planes(const Geometry& g) {
 template <class S>
 Moments planar_chunk_moments(const Plan& p, const S* x, int64_t c, int64_t k) {
     const int64_t i0 = p.begin(k), i1 = p.end(k);
-    const bool short_runs = short_planes<S>(p.g);
-    double shift = 0;
-    for_each_run(p.g, c, i0, i0 + 1, [&](int64_t offset, int64_t) {
-        shift = short_runs ? PairSums<S>::short_shift(x + offset, std::min(p.g.spatial - offset % p.g.spatial, i1 - i0))
-                           : to_double(x[offset]);
-    });
-    PairSums<S> sums(shift);
-    if (short_runs) {
-        // The runs as planar_group_moments sums them (bitwise the same moments).
-        for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) { sums.add_short_run(x + offset, length); });
+    PairSums<S> sums;
+    if (short_planes<S>(p.g)) {
+        // The runs as planar_group_moments sums them (bitwise the same moments), around the mean
+        // of the first.
+        bool first = true;
+        for_each_run(p.g, c, i0, i1, [&](int64_t offset, int64_t length) {
+            if (first) sums.reset(PairSums<S>::short_shift(x + offset, length));
+            first = false;
+            sums.add_short_run(x + offset, length);
+        });
         sums.flush_short();
     } else {
+        for_each_run(p.g, c, i0, i0 + 1, [&](int64_t offset, int64_t) { sums.reset(to_double(x[offset])); });
         for_each_run(p.g, c, i0, i1,
                      [&](int64_t offset, int64_t length) { sums.add_moments(x + offset, length, p.far.prefetch); });
     }
-    return cpu::from_shifted(static_cast<double>(i1 - i0), shift, sums.total_a(), sums.total_b());
+    return cpu::from_shifted(static_cast<double>(i1 - i0), sums.x0, sums.total_a(), sums.total_b());
 }
 
 template <class S>
