@@ -55,6 +55,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -1258,15 +1259,16 @@ inline bool flat_stream(const Geometry& g, cpu::Far far, const S* out, int64_t t
 }
 
 // out = f(d, k, in0, in1) over every plane of the array (FlatMap), in parallel tasks of consecutive
-// planes (about kChunkElements values each); `weight` as for for_planes_in_order.
+// planes (about kChunkElements values each), each thread a contiguous range of them
+// (parallel_for_split), last task first when `reverse`; `weight` as for for_planes_in_order.
 template <class S, int K, bool kTwo, class F>
 void flat_map(const Geometry& g, const S* in0, const S* in1, S* out, const std::array<const Compute<S>*, K>& k,
-              cpu::Far far, int64_t weight, F&& f) {
+              cpu::Far far, int64_t weight, F&& f, bool reverse = false) {
     const FlatMap<S, K, kTwo, F&> m{in0, in1, out, k, g.c, g.spatial, f};
     const int64_t planes = g.n * g.c;
     const int64_t per_task = std::max<int64_t>(1, cpu::kChunkElements / g.spatial);
     const bool stream = flat_stream(g, far, out, kTwo ? 3 : 2);
-    parallel_for((planes + per_task - 1) / per_task, weight * g.numel(), [&](int64_t t) {
+    parallel_for_split((planes + per_task - 1) / per_task, weight * g.numel(), reverse, [&](int64_t t) {
         const int64_t q0 = t * per_task, q1 = std::min(planes, q0 + per_task);
         prefetching(far.prefetch, [&](auto pf) BNORM_LOOP {
             if (stream) m.template planes<true>(q0, q1, pf);
@@ -1737,6 +1739,96 @@ void planar_group_moments(const Plan& p, const S* x, int64_t c0, int64_t c1, Mom
     for (int64_t u = 0; u < c1 - c0; ++u) close(u);
 }
 
+// ---- channels-first moments in memory order ------------------------------------------------------
+// Training forward of short planes (short_planes) beyond the L2 caches and within the prefetch
+// bound (two_pass_in_order), with at least kMomentTasks samples: the statistics pass reads the
+// array in memory order, as the output pass does after it (flat_map), in tasks of consecutive
+// samples (moment_task_samples: at most kRunsPerFlush, so a task's runs of a channel are one
+// second-level block). Each task sums every channel's planes of its samples as short_plane_moments
+// sums a chunk's (add_short_runs, blocks of four channels, the shift of each channel the mean of
+// its first plane in the task), and the tasks' moments are merged per channel in task order: the
+// tasks depend only on the shape, so the results do not depend on the thread count. Each thread
+// takes a contiguous range of tasks (parallel_for_split), and the output pass then walks that
+// range last task first, so that it starts on what the thread's statistics pass left in its L2.
+constexpr int64_t kMomentTasks = 8;
+inline int64_t moment_task_samples(const Geometry& g) {
+    return std::clamp<int64_t>(g.n / kMomentTasks, 1, kRunsPerFlush);
+}
+template <class S>
+inline bool moments_in_memory_order(const Plan& p) {
+    return !p.interleaved && two_pass_in_order(p, sizeof(S)) && short_planes<S>(p.g) && p.g.n >= kMomentTasks;
+}
+// Doubles of workspace for in_order_moments: a mean and an m2 per channel and task.
+inline size_t in_order_moments_workspace(const Geometry& g) {
+    const int64_t per_task = moment_task_samples(g);
+    return 2 * static_cast<size_t>((g.n + per_task - 1) / per_task * g.c);
+}
+
+// The calling thread's PairSums for c channels, reused across calls.
+template <class S>
+PairSums<S>* channel_sums(int64_t c) {
+    thread_local std::unique_ptr<PairSums<S>[]> sums;
+    thread_local int64_t size = 0;
+    if (size < c) {
+        sums.reset(new PairSums<S>[static_cast<size_t>(c)]);
+        size = c;
+    }
+    return sums.get();
+}
+
+// Every channel's mean and m2 into mean[c], m2[c], in memory order (above); partial:
+// in_order_moments_workspace doubles.
+template <class S>
+void in_order_moments(const Plan& p, const S* x, double* partial, double* mean, double* m2) {
+    const Geometry& g = p.g;
+    const int64_t C = g.c, per_task = moment_task_samples(g), tasks = (g.n + per_task - 1) / per_task;
+    double* part_mean = partial;
+    double* part_m2 = partial + tasks * C;
+    parallel_for_split(tasks, g.numel(), false, [&](int64_t t) {
+        const int64_t n0 = t * per_task, n1 = std::min(g.n, n0 + per_task);
+        PairSums<S>* sums = channel_sums<S>(C);
+        for (int64_t n = n0; n < n1; ++n) {
+            const S* sample = x + n * C * g.spatial;
+            auto block = [&](auto rs, int64_t c) BNORM_LOOP {
+                constexpr int R = decltype(rs)::value;
+                PairSums<S>* some[R];
+                const S* planes[R];
+                for (int r = 0; r < R; ++r) {
+                    planes[r] = sample + (c + r) * g.spatial;
+                    some[r] = &sums[c + r];
+                    if (n == n0) some[r]->reset(PairSums<S>::short_shift(planes[r], g.spatial));
+                }
+                PairSums<S>::template add_short_runs<R>(some, planes, g.spatial);
+            };
+            int64_t c = 0;
+            for (; c + 4 <= C; c += 4) block(std::integral_constant<int, 4>{}, c);
+            switch (C - c) {
+                case 3: block(std::integral_constant<int, 3>{}, c); break;
+                case 2: block(std::integral_constant<int, 2>{}, c); break;
+                case 1: block(std::integral_constant<int, 1>{}, c); break;
+                default: break;
+            }
+        }
+        const double count = static_cast<double>((n1 - n0) * g.spatial);
+        for (int64_t c = 0; c < C; ++c) {
+            sums[c].flush_short();
+            const Moments mo = cpu::from_shifted(count, sums[c].x0, sums[c].total_a(), sums[c].total_b());
+            part_mean[t * C + c] = mo.mean;
+            part_m2[t * C + c] = mo.m2;
+        }
+    });
+    for (int64_t c = 0; c < C; ++c) {
+        Moments total{static_cast<double>(std::min(g.n, per_task) * g.spatial), part_mean[c], part_m2[c]};
+        for (int64_t t = 1; t < tasks; ++t) {
+            const int64_t n0 = t * per_task, n1 = std::min(g.n, n0 + per_task);
+            cpu::merge(total, Moments{static_cast<double>((n1 - n0) * g.spatial), part_mean[t * C + c],
+                                      part_m2[t * C + c]});
+        }
+        mean[c] = total.mean;
+        m2[c] = total.m2;
+    }
+}
+
 // The gradient sums of channels [c0, c1): per chunk (planar_chunk_gradients), added in chunk order.
 template <class S>
 void planar_group_gradients(const Plan& p, const S* dy, const S* x, int64_t c0, int64_t c1, const Compute<S>* center,
@@ -1983,12 +2075,17 @@ void finish_statistics(const ForwardTrainingArgs<S>& a, int64_t c0, int64_t c1, 
 template <class S>
 void forward_training(const ForwardTrainingArgs<S>& a) {
     const Plan p(a.g, sizeof(S));
-    const Scratch<S> w(p);
+    const Scratch<S> w(p, moments_in_memory_order<S>(p) ? 2 * static_cast<size_t>(a.g.c) + in_order_moments_workspace(a.g) : 0);
     const int64_t C = a.g.c;
     const cpu::Far far = p.far;
     auto* center = w.coefficients(0, C);
     auto* scale = w.coefficients(1, C);
     auto* shift = w.coefficients(2, C);
+    // y = (x - center)*scale + shift, for the flat walks.
+    auto affine = [](auto d, const auto* k, auto v, auto) {
+        (void)d;
+        return hn::MulAdd(hn::Sub(v, k[0]), k[1], k[2]);
+    };
     if (p.interleaved) {
         interleaved_moments(p, a.x, w, [&](int64_t c0, int64_t c1) {
             finish_statistics(a, c0, c1, w.center + c0, w.chunk_b + c0, center, scale, shift);
@@ -1997,6 +2094,13 @@ void forward_training(const ForwardTrainingArgs<S>& a) {
             interleaved_elementwise<false>(a.x, static_cast<const S*>(nullptr), a.y, C, p.begin(k), p.end(k), center,
                                            scale, static_cast<const Compute<S>*>(nullptr), shift, far);
         });
+    } else if (moments_in_memory_order<S>(p)) {
+        // Both passes in memory order, each thread's output pass last task first.
+        double* mean = w.extra;
+        double* m2 = mean + C;
+        in_order_moments(p, a.x, m2 + C, mean, m2);
+        finish_statistics(a, 0, C, mean, m2, center, scale, shift);
+        flat_map<S, 3, false>(a.g, a.x, a.x, a.y, {center, scale, shift}, far, 1, affine, true);
     } else if (C >= num_threads()) {
         // A task per channel, or per group of channels with short planes: statistics, then the
         // normalization while the channel or group is in cache (last sample first), or, in order,
@@ -2021,11 +2125,7 @@ void forward_training(const ForwardTrainingArgs<S>& a) {
             });
         });
         if (in_order && flat_planes<S>(a.g))
-            flat_map<S, 3, false>(a.g, a.x, a.x, a.y, {center, scale, shift}, far, 1,
-                                  [](auto d, const auto* k, auto v, auto) {
-                                      (void)d;
-                                      return hn::MulAdd(hn::Sub(v, k[0]), k[1], k[2]);
-                                  });
+            flat_map<S, 3, false>(a.g, a.x, a.x, a.y, {center, scale, shift}, far, 1, affine);
         else if (in_order)
             for_planes_in_order(a.g, 1, [&](int64_t c, int64_t offset) {
                 affine_run(a.x, a.y, offset, a.g.spatial, center[c], scale[c], shift[c], far);

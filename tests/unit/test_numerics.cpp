@@ -82,8 +82,8 @@ TEST(Robustness, variance_with_outlying_shift_values_f32_channels_last) { check_
 // every plane, and so of every such block, and the first value of every chunk (8192 values of a
 // channel) are outliers. 64 samples of 196 values: a chunk ends inside sample 41's plane.
 template <class T>
-void check_short_plane_outliers(int64_t spatial) {
-    const Shape s{64, 3, spatial, Layout::channels_first};
+void check_short_plane_outliers(int64_t spatial, int64_t channels = 3) {
+    const Shape s{64, channels, spatial, Layout::channels_first};
     auto x = random_vector<T>(numel(s), 13, 0.0, 1e-2);
     const detail::Geometry g = geometry(s);
     for (int64_t c = 0; c < s.c; ++c) {
@@ -100,8 +100,8 @@ void check_short_plane_outliers(int64_t spatial) {
 // One outlier, the first value of each channel (the shift of its first chunk and block), among
 // values whose spread is 1e-2: the variance is the outlier's and the rest's, both to be kept.
 template <class T>
-void check_short_plane_first_outlier(int64_t spatial) {
-    const Shape s{64, 3, spatial, Layout::channels_first};
+void check_short_plane_first_outlier(int64_t spatial, int64_t channels = 3) {
+    const Shape s{64, channels, spatial, Layout::channels_first};
     auto x = random_vector<T>(numel(s), 17, 0.0, 1e-2);
     const detail::Geometry g = geometry(s);
     for (int64_t c = 0; c < s.c; ++c) x[static_cast<size_t>(g.offset(0, c, 0))] = T(1e2);
@@ -121,9 +121,19 @@ TEST(Robustness, variance_with_one_outlier_first_f32_short_planes) {
     check_short_plane_first_outlier<float>(196);
     check_short_plane_first_outlier<float>(49);
 }
+// Over 4 MB (4.8-5.5 MB in float32), the statistics of short planes are summed in memory order, in
+// tasks of 8 samples, each with its own shift per channel (in_order_moments).
+constexpr std::pair<int64_t, int64_t> kInOrderPlanes[] = {{196, 96}, {49, 352}, {16, 1040}};
+TEST(Robustness, variance_with_outlying_shift_values_f32_short_planes_in_memory_order) {
+    for (const auto& [spatial, channels] : kInOrderPlanes) check_short_plane_outliers<float>(spatial, channels);
+}
+TEST(Robustness, variance_with_one_outlier_first_f32_short_planes_in_memory_order) {
+    for (const auto& [spatial, channels] : kInOrderPlanes) check_short_plane_first_outlier<float>(spatial, channels);
+}
 TEST(Robustness, variance_of_1e4_plus_noise_1_f32_short_planes) {
-    for (int64_t spatial : {196, 49, 16}) {
-        const Shape s{64, 3, spatial, Layout::channels_first};
+    for (const auto& [spatial, channels] :
+         {std::pair<int64_t, int64_t>{196, 3}, {49, 3}, {16, 3}, kInOrderPlanes[0], kInOrderPlanes[1], kInOrderPlanes[2]}) {
+        const Shape s{64, channels, spatial, Layout::channels_first};
         auto x = random_vector<float>(numel(s), 19, 0.0, 1.0);
         for (auto& v : x) v = static_cast<float>(1e4 + static_cast<double>(v));
         const auto var = batch_variance<float>(s, x);

@@ -160,6 +160,24 @@ TEST_P(EveryTarget, all_operations_match_reference_f64) { check_every_shape<doub
 TEST_P(EveryTarget, all_operations_match_reference_bf16) { check_every_shape<bfloat16>(GetParam()); }
 TEST_P(EveryTarget, all_operations_match_reference_f16) { check_every_shape<float16>(GetParam()); }
 
+// Over 4 MB per tensor with short planes (at most 16 vectors): the channels-first training forward
+// sums the statistics in memory order, in tasks of 8 samples, and writes the output in memory
+// order, each thread's range last task first (in_order_moments). (56, 256, 196) is 5.6 MB in
+// 16-bit and 11.2 MB in float32 (planes of 14x14: short on AVX-512 only), (128, 352, 49) 4.4 and
+// 8.8 MB (7x7: short on AVX-512 and AVX2), (1600, 4, 196) 5 MB in float32, fewer channels than
+// threads.
+TEST_P(EveryTarget, short_planes_beyond_the_caches_match_reference) {
+    ForcedTarget forced(GetParam());
+    const int previous = set_num_threads(2);
+    for (const Shape& s : {Shape{56, 256, 196}, Shape{128, 352, 49}, Shape{1600, 4, 196}}) {
+        SCOPED_TRACE(shape_name(s));
+        check_all_operations<float>(s);
+        check_all_operations<bfloat16>(s);
+        check_all_operations<float16>(s);
+    }
+    set_num_threads(previous);
+}
+
 // Values of about 50000 (float16 holds at most 65504): their squares, and their sum, overflow
 // float16; the statistics, accumulated in float64, stay finite and right.
 TEST_P(EveryTarget, float16_input_whose_sum_of_squares_overflows_float16_gives_finite_right_statistics) {
