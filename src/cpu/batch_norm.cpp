@@ -1751,12 +1751,12 @@ void planar_group_moments(const Plan& p, const S* x, int64_t c0, int64_t c1, Mom
 // takes a contiguous range of tasks (parallel_for_split), and the output pass then walks that
 // range last task first, so that it starts on what the thread's statistics pass left in its L2.
 constexpr int64_t kMomentTasks = 8;
-inline int64_t moment_task_samples(const Geometry& g) {
-    return std::clamp<int64_t>(g.n / kMomentTasks, 1, kRunsPerFlush);
-}
+inline int64_t moment_task_samples(const Geometry&) { return kRunsPerFlush; }
 template <class S>
 inline bool moments_in_memory_order(const Plan& p) {
-    return !p.interleaved && two_pass_in_order(p, sizeof(S)) && short_planes<S>(p.g) && p.g.n >= kMomentTasks;
+    const int64_t lanes = static_cast<int64_t>(hn::Lanes(hn::ScalableTag<Compute<S>>()));
+    return !p.interleaved && two_pass_in_order(p, sizeof(S)) && short_planes<S>(p.g) &&
+           p.g.spatial >= kBlock / 2 * lanes && p.g.n >= kMomentTasks * kRunsPerFlush;
 }
 // Doubles of workspace for in_order_moments: a mean and an m2 per channel and task.
 inline size_t in_order_moments_workspace(const Geometry& g) {
@@ -2219,16 +2219,19 @@ void interleaved_gradients(const Plan& p, const S* dy, const S* x, const Compute
         }
 }
 
-// dx = dy*scale + (x - center)*slope + shift over the whole channels-first array, in memory order.
+// dx = dy*scale + (x - center)*slope + shift over the whole channels-first array, in memory order;
+// with `reverse` (flat walks only), each thread's range last task first (see flat_map).
 template <class S>
 void backward_in_order(const BackwardArgs<S>& a, const Compute<S>* center, const Compute<S>* scale,
-                       const Compute<S>* slope, const Compute<S>* shift, cpu::Far far) {
+                       const Compute<S>* slope, const Compute<S>* shift, cpu::Far far, bool reverse = false) {
     if (flat_planes<S>(a.g)) {
-        flat_map<S, 4, true>(a.g, a.dy, a.x, a.dx, {scale, center, slope, shift}, far, 2,
-                             [](auto d, const auto* k, auto g, auto v) {
-                                 (void)d;
-                                 return hn::MulAdd(g, k[0], hn::MulAdd(hn::Sub(v, k[1]), k[2], k[3]));
-                             });
+        flat_map<S, 4, true>(
+            a.g, a.dy, a.x, a.dx, {scale, center, slope, shift}, far, 2,
+            [](auto d, const auto* k, auto g, auto v) {
+                (void)d;
+                return hn::MulAdd(g, k[0], hn::MulAdd(hn::Sub(v, k[1]), k[2], k[3]));
+            },
+            reverse);
         return;
     }
     for_planes_in_order(a.g, 2, [&](int64_t c, int64_t offset) {
@@ -2267,7 +2270,7 @@ void backward(const BackwardArgs<S>& a) {
         in_order_gradients(p, a.dy, a.x, static_cast<S*>(nullptr), center, static_cast<const Compute<S>*>(nullptr),
                            w.extra, w.chunk_a, w.chunk_b);
         backward_coefficients(a, 0, C, w.chunk_a, w.chunk_b, scale, slope, shift);
-        backward_in_order(a, center, scale, slope, shift, far);
+        backward_in_order(a, center, scale, slope, shift, far, two_pass_in_order(p, sizeof(S)));
     } else if (C >= num_threads()) {
         // A task per channel, or per group of channels with short planes: both sums, then dx while
         // the channel or group is in cache, or, in order, of the whole array after every channel's

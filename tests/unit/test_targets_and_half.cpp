@@ -160,16 +160,17 @@ TEST_P(EveryTarget, all_operations_match_reference_f64) { check_every_shape<doub
 TEST_P(EveryTarget, all_operations_match_reference_bf16) { check_every_shape<bfloat16>(GetParam()); }
 TEST_P(EveryTarget, all_operations_match_reference_f16) { check_every_shape<float16>(GetParam()); }
 
-// Over 4 MB per tensor with short planes (at most 16 vectors): the channels-first training forward
-// sums the statistics in memory order, in tasks of 8 samples, and writes the output in memory
-// order, each thread's range last task first (in_order_moments). (56, 256, 196) is 5.6 MB in
-// 16-bit and 11.2 MB in float32 (planes of 14x14: short on AVX-512 only), (128, 352, 49) 4.4 and
-// 8.8 MB (7x7: short on AVX-512 and AVX2), (1600, 4, 196) 5 MB in float32, fewer channels than
+// 4 to 16 MB per tensor, at least 64 samples, planes of 8 to 16 vectors: the channels-first
+// training forward sums the statistics in memory order, in tasks of 8 samples, and writes the
+// output in memory order, each thread's range last task first (in_order_moments); the training
+// backward writes dx in that order too. (64, 256, 196) is 6.4 MB in 16-bit and 12.8 MB in float32
+// (14x14 planes: 12.25 vectors on AVX-512, beyond 16 on AVX2), (64, 352, 100) 4.5 and 9 MB (12.5
+// vectors on AVX2, under 8 on AVX-512), (1600, 4, 196) 5 MB in float32, fewer channels than
 // threads.
 TEST_P(EveryTarget, short_planes_beyond_the_caches_match_reference) {
     ForcedTarget forced(GetParam());
     const int previous = set_num_threads(2);
-    for (const Shape& s : {Shape{56, 256, 196}, Shape{128, 352, 49}, Shape{1600, 4, 196}}) {
+    for (const Shape& s : {Shape{64, 256, 196}, Shape{64, 352, 100}, Shape{1600, 4, 196}}) {
         SCOPED_TRACE(shape_name(s));
         check_all_operations<float>(s);
         check_all_operations<bfloat16>(s);
