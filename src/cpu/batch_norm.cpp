@@ -1741,17 +1741,16 @@ void planar_group_moments(const Plan& p, const S* x, int64_t c0, int64_t c1, Mom
 
 // ---- channels-first moments in memory order ------------------------------------------------------
 // Training forward of short planes (short_planes) beyond the L2 caches and within the prefetch
-// bound (two_pass_in_order), with at least kMomentTasks samples: the statistics pass reads the
-// array in memory order, as the output pass does after it (flat_map), in tasks of consecutive
-// samples (moment_task_samples: at most kRunsPerFlush, so a task's runs of a channel are one
-// second-level block). Each task sums every channel's planes of its samples as short_plane_moments
+// bound (two_pass_in_order), planes of at least kBlock/2 vectors and at least kMomentTasks tasks
+// (moments_in_memory_order): the statistics pass reads the array in memory order, as the output
+// pass does after it (flat_map), in tasks of kRunsPerFlush consecutive samples (a task's runs of a
+// channel are one second-level block). Each task sums every channel's planes of its samples as short_plane_moments
 // sums a chunk's (add_short_runs, blocks of four channels, the shift of each channel the mean of
 // its first plane in the task), and the tasks' moments are merged per channel in task order: the
 // tasks depend only on the shape, so the results do not depend on the thread count. Each thread
 // takes a contiguous range of tasks (parallel_for_split), and the output pass then walks that
 // range last task first, so that it starts on what the thread's statistics pass left in its L2.
 constexpr int64_t kMomentTasks = 8;
-inline int64_t moment_task_samples(const Geometry&) { return kRunsPerFlush; }
 template <class S>
 inline bool moments_in_memory_order(const Plan& p) {
     const int64_t lanes = static_cast<int64_t>(hn::Lanes(hn::ScalableTag<Compute<S>>()));
@@ -1760,8 +1759,7 @@ inline bool moments_in_memory_order(const Plan& p) {
 }
 // Doubles of workspace for in_order_moments: a mean and an m2 per channel and task.
 inline size_t in_order_moments_workspace(const Geometry& g) {
-    const int64_t per_task = moment_task_samples(g);
-    return 2 * static_cast<size_t>((g.n + per_task - 1) / per_task * g.c);
+    return 2 * static_cast<size_t>((g.n + kRunsPerFlush - 1) / kRunsPerFlush * g.c);
 }
 
 // The calling thread's PairSums for c channels, reused across calls.
@@ -1781,7 +1779,7 @@ PairSums<S>* channel_sums(int64_t c) {
 template <class S>
 void in_order_moments(const Plan& p, const S* x, double* partial, double* mean, double* m2) {
     const Geometry& g = p.g;
-    const int64_t C = g.c, per_task = moment_task_samples(g), tasks = (g.n + per_task - 1) / per_task;
+    const int64_t C = g.c, per_task = kRunsPerFlush, tasks = (g.n + per_task - 1) / per_task;
     double* part_mean = partial;
     double* part_m2 = partial + tasks * C;
     parallel_for_split(tasks, g.numel(), false, [&](int64_t t) {
