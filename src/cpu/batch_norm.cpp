@@ -1774,8 +1774,8 @@ void planar_group_moments(const Plan& p, const S* x, int64_t c0, int64_t c1, Mom
 // bound (two_pass_in_order), planes of at least kBlock/2 vectors and at least kMomentTasks tasks
 // (moments_in_memory_order): the statistics pass reads the array in memory order, as the output
 // pass does after it (flat_map), in tasks of kRunsPerFlush consecutive samples (a task's runs of a
-// channel are one second-level block). Each task sums every channel's planes of its samples as short_plane_moments
-// sums a chunk's (add_short_runs, blocks of four channels, the shift of each channel the mean of
+// channel are one second-level block). Each task sums every channel's planes of its samples as
+// short_plane_moments sums a chunk's (add_short_runs, blocks of four channels, the shift of each channel the mean of
 // its first plane in the task), and the tasks' moments are merged per channel in task order: the
 // tasks depend only on the shape, so the results do not depend on the thread count. Each thread
 // takes a contiguous range of tasks (parallel_for_split), and the output pass then walks that
@@ -1787,9 +1787,11 @@ inline bool moments_in_memory_order(const Plan& p) {
     return !p.interleaved && two_pass_in_order(p, sizeof(S)) && short_planes<S>(p.g) &&
            p.g.spatial >= kBlock / 2 * lanes && p.g.n >= kMomentTasks * kRunsPerFlush;
 }
+// in_order_moments' tasks: kRunsPerFlush samples each, the last one the rest.
+inline int64_t moment_tasks(const Geometry& g) { return (g.n + kRunsPerFlush - 1) / kRunsPerFlush; }
 // Doubles of workspace for in_order_moments: a mean and an m2 per channel and task.
 inline size_t in_order_moments_workspace(const Geometry& g) {
-    return 2 * static_cast<size_t>((g.n + kRunsPerFlush - 1) / kRunsPerFlush * g.c);
+    return 2 * static_cast<size_t>(moment_tasks(g) * g.c);
 }
 
 // The calling thread's PairSums for c channels, reused across calls.
@@ -1809,7 +1811,7 @@ PairSums<S>* channel_sums(int64_t c) {
 template <class S>
 void in_order_moments(const Plan& p, const S* x, double* partial, double* mean, double* m2) {
     const Geometry& g = p.g;
-    const int64_t C = g.c, per_task = kRunsPerFlush, tasks = (g.n + per_task - 1) / per_task;
+    const int64_t C = g.c, per_task = kRunsPerFlush, tasks = moment_tasks(g);
     double* part_mean = partial;
     double* part_m2 = partial + tasks * C;
     parallel_for_split(tasks, g.numel(), false, [&](int64_t t) {
