@@ -379,12 +379,10 @@ def target_as_written(op, layout, small, dtype, pct, best_ratio):
     "float32", and for bfloat16 and float16 it asks "the same bandwidth targets, counting 2-byte
     elements" (no ratio to the peers, nothing for the cache-resident (N, C) shapes); and it asks
     training forward for a ratio on NCHW only."""
-    if dtype != "f32":
-        if small:
-            return None
-        return target(op, layout, False, pct, None)[0]
-    if op == "fwd-train" and layout != "nchw" and not small:
-        return target(op, layout, False, pct, None)[0]
+    if dtype != "f32" and small:
+        return None
+    if dtype != "f32" or (op == "fwd-train" and layout != "nchw" and not small):
+        best_ratio = None  # the bandwidth target alone
     return target(op, layout, small, pct, best_ratio)[0]
 
 

@@ -1775,11 +1775,12 @@ void planar_group_moments(const Plan& p, const S* x, int64_t c0, int64_t c1, Mom
 // (moments_in_memory_order): the statistics pass reads the array in memory order, as the output
 // pass does after it (flat_map), in tasks of kRunsPerFlush consecutive samples (a task's runs of a
 // channel are one second-level block). Each task sums every channel's planes of its samples as
-// short_plane_moments sums a chunk's (add_short_runs, blocks of four channels, the shift of each channel the mean of
-// its first plane in the task), and the tasks' moments are merged per channel in task order: the
-// tasks depend only on the shape, so the results do not depend on the thread count. Each thread
-// takes a contiguous range of tasks (parallel_for_split), and the output pass then walks that
-// range last task first, so that it starts on what the thread's statistics pass left in its L2.
+// short_plane_moments sums a chunk's (add_short_runs, blocks of four channels, the shift of each
+// channel the mean of its first plane in the task), and the tasks' moments are merged per channel
+// in task order: the tasks depend only on the shape, so the results do not depend on the thread
+// count. Each thread takes a contiguous range of tasks (parallel_for_split), and the output pass
+// then walks that range last task first, so that it starts on what the thread's statistics pass
+// left in its L2.
 constexpr int64_t kMomentTasks = 8;
 template <class S>
 inline bool moments_in_memory_order(const Plan& p) {
