@@ -34,27 +34,33 @@ void parallel_for(int64_t count, int64_t work, Body&& body) {
     for (int64_t i = 0; i < count; ++i) body(i);
 }
 
-// The same with a split of its own: thread t of T runs [count*t/T, count*(t+1)/T), in order or
-// (reverse) last first. Two loops over the same count and work give each thread the same indices,
-// so a second pass in reverse finds what the thread read last in its own core's cache.
+// Calls body(begin, end) once per thread with that thread's contiguous range of [0, count): thread
+// t of T gets [count*t/T, count*(t+1)/T) (one call with the whole range when one thread runs).
 template <class Body>
-void parallel_for_split(int64_t count, int64_t work, bool reverse, Body&& body) {
+void parallel_ranges(int64_t count, int64_t work, Body&& body) {
     const int64_t threads = threads_for(count, work);
-    auto run = [&](int64_t begin, int64_t end) {
-        if (reverse)
-            for (int64_t i = end; i-- > begin;) body(i);
-        else
-            for (int64_t i = begin; i < end; ++i) body(i);
-    };
     if (threads <= 1) {
-        run(0, count);
+        if (count > 0) body(int64_t{0}, count);
         return;
     }
 #pragma omp parallel num_threads(static_cast<int>(threads))
     {
         const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
-        run(count * t / n, count * (t + 1) / n);
+        body(count * t / n, count * (t + 1) / n);
     }
+}
+
+// The same with a split of its own: thread t of T runs [count*t/T, count*(t+1)/T), in order or
+// (reverse) last first. Two loops over the same count and work give each thread the same indices,
+// so a second pass in reverse finds what the thread read last in its own core's cache.
+template <class Body>
+void parallel_for_split(int64_t count, int64_t work, bool reverse, Body&& body) {
+    parallel_ranges(count, work, [&](int64_t begin, int64_t end) {
+        if (reverse)
+            for (int64_t i = end; i-- > begin;) body(i);
+        else
+            for (int64_t i = begin; i < end; ++i) body(i);
+    });
 }
 
 }  // namespace bnorm::detail

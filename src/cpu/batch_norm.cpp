@@ -1223,7 +1223,10 @@ struct FlatMap {
         const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
         const int64_t s0 = q0 * spatial, s1 = q1 * spatial;
         hn::Vec<DC> k[K], previous[K];
-        for (int j = 0; j < K; ++j) previous[j] = hn::Set(d, coefficient[j][(q0 + channels - 1) % channels]);
+        // The first plane's vector that starts in the previous plane is always read through a copy
+        // (part), so `previous` starts as its own channel's: no read of coefficients outside
+        // [q0, q1), which another thread may still be writing (pipelined_backward).
+        for (int j = 0; j < K; ++j) previous[j] = hn::Set(d, coefficient[j][q0 % channels]);
         auto value = [&](const hn::Vec<DC>* kv, int64_t i) BNORM_LOOP {
             const auto v0 = load(d, in0 + i);
             if constexpr (kTwo) return f(d, kv, v0, load(d, in1 + i));
@@ -2250,19 +2253,126 @@ void interleaved_gradients(const Plan& p, const S* dy, const S* x, const Compute
         }
 }
 
+// dx = dy*scale + (x - center)*slope + shift for the flat walks (FlatMap over dy and x, coefficients
+// {scale, center, slope, shift}).
+struct BackwardValue {
+    template <class D, class V>
+    HWY_INLINE V operator()(D, const V* k, V g, V v) const {
+        return hn::MulAdd(g, k[0], hn::MulAdd(hn::Sub(v, k[1]), k[2], k[3]));
+    }
+};
+
+// ---- training backward, pipelined over groups of channels ----------------------------------------
+// Channels-first short planes (flat_planes) of problems beyond the L2 caches: groups of G consecutive
+// channels (a sample's piece of a group: about kPipelinePieceBytes), each thread over a contiguous
+// range of groups, pipelined: sample by sample, the sums of the next group (its dy and x read from
+// memory or the last-level cache) alongside dx of the current group, whose dy and x the sums pass
+// just left in the core's L2. Each tensor is then read once from beyond L2 and dx written once, and
+// the reads of one group overlap the (streamed) writes of the other. Before, the two passes over the
+// whole array in memory order (in_order_gradients, then backward_in_order) read dy and x twice from
+// beyond L2, and the sums pass wrote nothing; the channel-by-channel tasks (beyond the prefetch
+// bound) read from L2 too, but a channel's short runs a whole sample apart. bench/ab_pair (12-20
+// pairs, the Intel Xeon host; B/A time ratios on one and two threads): float32 64x256x14x14 0.72-0.75
+// and 0.78-0.80, 32x256x14x14 0.69 and 0.70, 16x128x28x28 0.74-0.76 and 0.77-0.81, 64x128x28x28
+// 0.56 and 0.52, 128x512x7x7 0.83 and 0.86, 256x256x14x14 (51 MB) 0.47 and 0.50; 64x256x14x14
+// bfloat16 0.84-0.90 and 0.84-0.92, float16 0.79 and 0.79, 128x512x7x7 bfloat16 0.92 and 0.92.
+// Group sizes there: pieces of 1.5 KB (128x512x7x7 float32: G=8) were 0.96 and 1.09, of 6 KB
+// (64x256x14x14 float32, G=8) 0.87 and 0.89, of 3 KB 0.72-0.83. Not taken:
+// - planes of 4 KB and more (as a group of one channel): 32x64x56x56 float32 1.14 and 1.13, bfloat16
+//   1.04 and 1.07, 8x32x256x256 float32 1.14 and 1.10, 32x64x112x112 float32 0.98 and 1.02;
+// - 16-bit problems beyond the prefetch bound (backward_planes_in_order): 256x256x14x14 bfloat16,
+//   G=8, 1.11 and 1.00 (G=4: 1.25 and 1.20).
+// dx may alias dy or x: a group's sums are all taken before its first write, and the writes of the
+// other groups go to other channels. Per-channel sums go plane by plane (FlatGradients) into double
+// vectors in sample order, whatever the thread count.
+constexpr int64_t kPipelinePieceBytes = 3072;
+// A group's dy and x must stay in L2 until its dx pass; beyond this, the older paths.
+constexpr int64_t kPipelineGroupBytes = int64_t{4} << 20;
+// At least this many groups, so that a thread's range pipelines over several (with a group count
+// that depends only on the shape: results are the same for every thread count).
+constexpr int64_t kPipelineMinGroups = 8;
+
+// Channels per group of pipelined_backward: pieces of about kPipelinePieceBytes.
+inline int64_t pipeline_group(const Geometry& g, int64_t element_bytes) {
+    const int64_t run_bytes = g.spatial * element_bytes;
+    return std::clamp<int64_t>((kPipelinePieceBytes + run_bytes - 1) / run_bytes, 1, kMaxGroup);
+}
+
+template <class S>
+inline bool backward_pipelined(const Plan& p) {
+    const Geometry& g = p.g;
+    if (g.interleaved() || !flat_planes<S>(g) || !p.far.stream || backward_planes_in_order<S>(p)) return false;
+    const int64_t G = pipeline_group(g, sizeof(S));
+    return (g.c + G - 1) / G >= kPipelineMinGroups &&
+           2 * g.n * G * g.spatial * static_cast<int64_t>(sizeof(S)) <= kPipelineGroupBytes;
+}
+
+template <class S>
+void pipelined_backward(const BackwardArgs<S>& a, const Plan& p, const Compute<S>* center, Compute<S>* scale,
+                        Compute<S>* slope, Compute<S>* shift) {
+    const int64_t G = pipeline_group(p.g, sizeof(S));
+    using DD = hn::ScalableTag<double>;
+    const DD dd;
+    const Geometry& g = p.g;
+    const int64_t C = g.c, groups = (C + G - 1) / G, L = static_cast<int64_t>(hn::Lanes(dd));
+    const bool stream = flat_stream(g, p.far, a.dx, 3);
+    const FlatGradients<S> sums{a.dy, a.x, nullptr, center, nullptr, C, g.spatial, false};
+    const FlatMap<S, 4, true, BackwardValue> dx{a.dy, a.x, a.dx, {scale, center, slope, shift}, C, g.spatial,
+                                                BackwardValue()};
+    parallel_ranges(groups, 2 * g.numel(), [&](int64_t first, int64_t last) {
+        HWY_ALIGN double acc_a[kMaxGroup * hn::MaxLanes(DD())], acc_b[kMaxGroup * hn::MaxLanes(DD())];
+        // Adds sample n's planes of group t into acc_a/acc_b.
+        auto add_sample = [&](int64_t t, int64_t n) BNORM_LOOP {
+            const int64_t c0 = t * G, c1 = std::min(C, c0 + G), q0 = n * C + c0, q1 = n * C + c1;
+            for (int64_t q = q0; q < q1; ++q) {
+                hn::Vec<DD> pa, pb;
+                sums.template plane<false>(q, q0 * g.spatial, q1 * g.spatial, pa, pb);
+                double* sa = acc_a + (q - q0) * L;
+                double* sb = acc_b + (q - q0) * L;
+                hn::Store(hn::Add(hn::Load(dd, sa), pa), dd, sa);
+                hn::Store(hn::Add(hn::Load(dd, sb), pb), dd, sb);
+            }
+        };
+        auto begin_group = [&]() {
+            std::fill(acc_a, acc_a + G * L, 0.0);
+            std::fill(acc_b, acc_b + G * L, 0.0);
+        };
+        auto end_group = [&](int64_t t) {
+            const int64_t c0 = t * G, c1 = std::min(C, c0 + G);
+            double sum_dy[kMaxGroup], sum_dy_centered[kMaxGroup];
+            for (int64_t u = 0; u < c1 - c0; ++u) {
+                sum_dy[u] = hn::GetLane(hn::SumOfLanes(dd, hn::Load(dd, acc_a + u * L)));
+                sum_dy_centered[u] = hn::GetLane(hn::SumOfLanes(dd, hn::Load(dd, acc_b + u * L)));
+            }
+            backward_coefficients(a, c0, c1, sum_dy, sum_dy_centered, scale, slope, shift);
+        };
+        auto dx_sample = [&](int64_t t, int64_t n) BNORM_LOOP {
+            const int64_t c0 = t * G, c1 = std::min(C, c0 + G);
+            if (stream) dx.template planes<true>(n * C + c0, n * C + c1, std::false_type());
+            else dx.template planes<false>(n * C + c0, n * C + c1, std::false_type());
+        };
+        begin_group();
+        for (int64_t n = 0; n < g.n; ++n) add_sample(first, n);
+        end_group(first);
+        for (int64_t t = first; t < last; ++t) {
+            const bool next = t + 1 < last;
+            if (next) begin_group();
+            for (int64_t n = 0; n < g.n; ++n) {
+                if (next) add_sample(t + 1, n);
+                dx_sample(t, n);
+            }
+            if (next) end_group(t + 1);
+        }
+    });
+}
+
 // dx = dy*scale + (x - center)*slope + shift over the whole channels-first array, in memory order;
 // with `reverse` (flat walks only), each thread's range last task first (see flat_map).
 template <class S>
 void backward_in_order(const BackwardArgs<S>& a, const Compute<S>* center, const Compute<S>* scale,
                        const Compute<S>* slope, const Compute<S>* shift, cpu::Far far, bool reverse = false) {
     if (flat_planes<S>(a.g)) {
-        flat_map<S, 4, true>(
-            a.g, a.dy, a.x, a.dx, {scale, center, slope, shift}, far, 2,
-            [](auto d, const auto* k, auto g, auto v) {
-                (void)d;
-                return hn::MulAdd(g, k[0], hn::MulAdd(hn::Sub(v, k[1]), k[2], k[3]));
-            },
-            reverse);
+        flat_map<S, 4, true>(a.g, a.dy, a.x, a.dx, {scale, center, slope, shift}, far, 2, BackwardValue(), reverse);
         return;
     }
     for_planes_in_order(a.g, 2, [&](int64_t c, int64_t offset) {
@@ -2278,8 +2388,9 @@ void backward(const BackwardArgs<S>& a) {
     // ms on two, with the sums per run; see sums_in_memory_order). Shorter runs form groups of
     // channels, read in pieces of about 4 KB. 16-bit problems beyond the prefetch bound: both passes
     // in memory order too (backward_planes_in_order).
-    const bool sums_in_order =
-        (two_pass_in_order(p, sizeof(S)) && sums_in_memory_order<S>(p)) || backward_planes_in_order<S>(p);
+    const bool pipelined = backward_pipelined<S>(p);
+    const bool sums_in_order = !pipelined && ((two_pass_in_order(p, sizeof(S)) && sums_in_memory_order<S>(p)) ||
+                                              backward_planes_in_order<S>(p));
     const Scratch<S> w(p, sums_in_order ? in_order_workspace(a.g) : 0);
     const int64_t C = a.g.c;
     const cpu::Far far = p.far;
@@ -2288,7 +2399,9 @@ void backward(const BackwardArgs<S>& a) {
     auto* slope = w.coefficients(2, C);
     auto* shift = w.coefficients(3, C);
     for (int64_t c = 0; c < C; ++c) center[c] = static_cast<Compute<S>>(a.save_mean[c]);
-    if (p.interleaved) {
+    if (pipelined) {
+        pipelined_backward(a, p, center, scale, slope, shift);
+    } else if (p.interleaved) {
         interleaved_gradients(p, a.dy, a.x, center, w);
         backward_coefficients(a, 0, C, w.chunk_a, w.chunk_b, scale, slope, shift);
         parallel_for_split(p.chunks, 2 * a.g.numel(), true, [&](int64_t k) {

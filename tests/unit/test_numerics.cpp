@@ -318,10 +318,13 @@ Outputs<T, P> run_all(const Shape& s, int threads, size_t offset = 0) {
 // of just over a vector. (112, 56, 196) and (1600, 4, 196): over 4 MB with short planes (4.9 and
 // 5 MB in float32), whose channels-first training passes run in memory order, the second with
 // fewer channels than some thread counts; (56, 256, 196): 11.2 MB per tensor in float32, whose
-// walks in memory order stream their outputs (the passes' tensors together over 20 MB).
+// walks in memory order stream their outputs (the passes' tensors together over 20 MB). The
+// training backward of (112, 56, 196), (56, 256, 196) and (100, 70, 150) is pipelined over groups of
+// channels, each thread over a range of groups (pipelined_backward); (100, 70, 150), 4.2 MB in
+// float32: groups of 6 channels whose pieces end mid-vector, the last group of 4.
 const Shape kThreadShapes[] = {{4, 3, 70001},   {64, 37, 301}, {1024, 257, 1},  {5, 1, 65536},   {64, 40, 49},
                                {32, 48, 7},     {7, 5, 200},   {300, 7, 17},    {112, 56, 196},  {1600, 4, 196},
-                               {56, 256, 196}};
+                               {56, 256, 196},  {100, 70, 150}};
 
 template <class T, class P = T>
 void check_thread_independence() {
@@ -434,7 +437,7 @@ TEST(InPlace, forward_and_backward_in_place_match_separate_buffers_f32_nchw_in_o
 // mid-vector (27 planes of 301 values) and an array that ends mid-vector (7 x 5 x 200).
 TEST(InPlace, forward_and_backward_in_place_match_separate_buffers_f32_nchw_planes_in_vectors) {
     const int previous = set_num_threads(2);
-    for (const Shape& s : {Shape{64, 37, 301}, Shape{7, 5, 200}, Shape{300, 7, 17}}) {
+    for (const Shape& s : {Shape{64, 37, 301}, Shape{7, 5, 200}, Shape{300, 7, 17}, Shape{100, 70, 150}}) {
         SCOPED_TRACE(shape_name(s));
         check_in_place<float>(Layout::channels_first, s);
     }
