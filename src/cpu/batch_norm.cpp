@@ -9,12 +9,15 @@
 //     statistics (single-pass shifted sums per chunk, merged with Chan's formula) and normalizes
 //     it while it is still in the core's cache (a channel of 32x112x112 float32 is 1.6 MB); for
 //     problems of the last-level cache with short planes, the normalization runs instead over the
-//     whole array in memory order after every channel's statistics (two_pass_in_order);
+//     whole array in memory order after every channel's statistics (two_pass_in_order), and
+//     problems beyond L2 with short planes pipeline groups of channels: one group's statistics
+//     alongside the previous group's output, read back from L2 (pipelined_forward);
 //   forward training, channels-last: one read for the statistics (per-chunk sums, vectorized
 //     across channels with the accumulators in registers), then one read + one write;
 //   backward: sum dy and sum dy*(x - mean) in one pass, then dx, per channel while in cache (or,
 //     as the forward, in memory order after every channel's sums, the sums too in memory order
-//     for runs of 256 bytes to 4 KB: in_order_gradients, also backward in inference mode's pass);
+//     for runs of 256 bytes to 4 KB: in_order_gradients, also backward in inference mode's pass;
+//     pipelined as the forward where it fits: pipelined_backward);
 //   inference, backward in inference mode: one read, one write (y = x*scale + shift, one FMA).
 // Channels-first passes in memory order over planes of a vector to 4 KB (FlatMap, FlatGradients)
 // go in vectors aligned to the array, not plane by plane: a vector that spans two planes takes
@@ -1273,6 +1276,13 @@ struct FlatMap {
     }
 };
 
+// m.planes(q0, q1) without prefetches, the output streamed or not.
+template <class M>
+HWY_INLINE void output_planes(const M& m, bool stream, int64_t q0, int64_t q1) {
+    if (stream) m.template planes<true>(q0, q1, std::false_type());
+    else m.template planes<false>(q0, q1, std::false_type());
+}
+
 // Whether a flat walk streams its output: when `far` streams, out is aligned to the vectors, and the
 // pass's `tensors` (its inputs and output) exceed kFlatStreamBytes together, so that they cannot
 // stay in the last-level cache from call to call (the AMD host's L3 is 32 MB, shared with other
@@ -1632,7 +1642,7 @@ void in_order_gradients(const Plan& p, const S* dy, const S* x, S* dx, const Com
 // chunk order.
 //
 // Short planes (short_planes: at most kBlock vectors, such as 14x14 and 7x7) go by blocks of four
-// channels (short_plane_moments), each block over every sample: a sample's four planes are summed
+// channels (ShortPlaneBlock), each block over every sample: a sample's four planes are summed
 // together (add_short_runs<4>, four chains interleaved vector by vector), each plane's float sums
 // added into the channel's second-level sums, which move into double every kRunsPerFlush planes.
 // Before, each plane was a block of its own (PairSums::add_moments: four chains, combined, widened,
@@ -1662,30 +1672,43 @@ void in_order_gradients(const Plan& p, const S* dy, const S* x, S* dx, const Com
 // float32 0.79. Three and four at a time were slower than two (1.0-1.05, 1.08-1.13: the chains no
 // longer fit the registers). The sample's pieces (a plane, or its parts at a chunk boundary) are
 // found once per sample, not per channel: 0.955 (bfloat16, one and two threads).
+// The moments of R consecutive channels' short planes from channel c0, sample by sample: init,
+// then sample(n) for n = 0, 1, ..., g.n - 1, then finish(); into out[0, R).
 template <int R, class S>
-void short_plane_moments(const Plan& p, const S* x, int64_t c0, Moments* out) {
+struct ShortPlaneBlock {
+    const Plan* p;
+    const S* x;
+    int64_t c0;
+    Moments* out;
     PairSums<S> sums[R];
     int64_t current[R];
-    std::fill(current, current + R, int64_t{-1});
-    auto close = [&](int r) BNORM_LOOP {
+
+    void init(const Plan& plan, const S* data, int64_t first, Moments* moments) {
+        p = &plan;
+        x = data;
+        c0 = first;
+        out = moments;
+        std::fill(current, current + R, int64_t{-1});
+    }
+    HWY_INLINE void close(int r) {
         sums[r].flush_short();
         const int64_t k = current[r];
-        const Moments mo = cpu::from_shifted(static_cast<double>(p.end(k) - p.begin(k)), sums[r].x0,
+        const Moments mo = cpu::from_shifted(static_cast<double>(p->end(k) - p->begin(k)), sums[r].x0,
                                              sums[r].total_a(), sums[r].total_b());
         if (k == 0) out[r] = mo;
         else cpu::merge(out[r], mo);
-    };
+    }
     // A chunk's first run (offset, length) gives its shift.
-    auto start = [&](int r, int64_t k, int64_t offset, int64_t length) BNORM_LOOP {
+    HWY_INLINE void start(int r, int64_t k, int64_t offset, int64_t length) {
         if (current[r] != k) {
             if (current[r] >= 0) close(r);
             sums[r].reset(PairSums<S>::short_shift(x + offset, length));
             current[r] = k;
         }
-    };
-    const Geometry& g = p.g;
-    for (int64_t n = 0; n < g.n; ++n) {
-        const SamplePlane plane(p, n, true);
+    }
+    HWY_INLINE void sample(int64_t n) {
+        const Geometry& g = p->g;
+        const SamplePlane plane(*p, n, true);
         const int64_t first = (n * g.c + c0) * g.spatial;
         if (plane.whole) {
             // The block's planes of this sample together, each summed as alone.
@@ -1698,16 +1721,27 @@ void short_plane_moments(const Plan& p, const S* x, int64_t c0, Moments* out) {
                 planes[r] = x + offset;
             }
             PairSums<S>::template add_short_runs<R>(some, planes, g.spatial);
-            continue;
+            return;
         }
         for (int r = 0; r < R; ++r)
-            plane.pieces(p, [&](int64_t k, int64_t piece, int64_t length) {
+            plane.pieces(*p, [&](int64_t k, int64_t piece, int64_t length) {
                 const int64_t offset = first + r * g.spatial + piece;
                 start(r, k, offset, length);
                 sums[r].add_short_run(x + offset, length);
             });
     }
-    for (int r = 0; r < R; ++r) close(r);
+    void finish() {
+        for (int r = 0; r < R; ++r) close(r);
+    }
+};
+
+// ShortPlaneBlock over every sample.
+template <int R, class S>
+void short_plane_moments(const Plan& p, const S* x, int64_t c0, Moments* out) {
+    ShortPlaneBlock<R, S> block;
+    block.init(p, x, c0, out);
+    for (int64_t n = 0; n < p.g.n; ++n) block.sample(n);
+    block.finish();
 }
 
 template <class S>
@@ -1778,7 +1812,7 @@ void planar_group_moments(const Plan& p, const S* x, int64_t c0, int64_t c1, Mom
 // (moments_in_memory_order): the statistics pass reads the array in memory order, as the output
 // pass does after it (flat_map), in tasks of kRunsPerFlush consecutive samples (a task's runs of a
 // channel are one second-level block). Each task sums every channel's planes of its samples as
-// short_plane_moments sums a chunk's (add_short_runs, blocks of four channels, the shift of each
+// ShortPlaneBlock sums a chunk's (add_short_runs, blocks of four channels, the shift of each
 // channel the mean of its first plane in the task), and the tasks' moments are merged per channel
 // in task order: the tasks depend only on the shape, so the results do not depend on the thread
 // count. Each thread takes a contiguous range of tasks (parallel_for_split), and the output pass
@@ -2106,6 +2140,140 @@ void finish_statistics(const ForwardTrainingArgs<S>& a, int64_t c0, int64_t c1, 
     });
 }
 
+// ---- pipelines over groups of channels -----------------------------------------------------------
+// The training forward and backward of channels-first short planes (flat_planes; the forward:
+// short_planes) in problems beyond the L2 caches: groups of G consecutive channels (a sample's piece
+// of a group: about kPipelinePieceBytes), each thread over a contiguous range of groups, pipelined:
+// sample by sample, the reduction of the next group (statistics, or gradient sums: its x, or dy and
+// x, read from memory or the last-level cache) alongside the output of the current group (y or dx),
+// whose inputs the reduction just left in the core's L2. Each input is then read once from beyond
+// L2 and the output written once, and the reads of one group overlap the (streamed) writes of the
+// other. Before, the two passes over the whole array in memory order (within the prefetch bound)
+// read the inputs twice from beyond L2, with nothing written during the first; the channel-group
+// tasks beyond the prefetch bound read the second time from L2 too, but neither overlapped.
+// bench/ab_pair (12-40 pairs, the Intel Xeon host; B/A time ratios on one and two threads):
+// - backward: float32 64x256x14x14 0.72-0.75 and 0.78-0.80, 32x256x14x14 0.69 and 0.70, 16x128x28x28
+//   0.74-0.76 and 0.77-0.81, 64x128x28x28 0.56 and 0.52, 128x512x7x7 0.83 and 0.86, 256x256x14x14
+//   (51 MB) 0.47 and 0.50; 64x256x14x14 bfloat16 0.84-0.90 and 0.84-0.92, float16 0.79 and 0.79,
+//   128x512x7x7 bfloat16 0.92 and 0.92. Pieces of 1.5 KB (128x512x7x7 float32: G=8) were 0.96 and
+//   1.09, of 6 KB (64x256x14x14 float32, G=8) 0.87 and 0.89, of 3 KB 0.72-0.83. Not taken: planes
+//   of 4 KB and more (as groups of one channel: 32x64x56x56 float32 1.14 and 1.13, bfloat16 1.04 and
+//   1.07, 8x32x256x256 float32 1.14 and 1.10, 32x64x112x112 float32 0.98 and 1.02); 16-bit problems
+//   beyond the prefetch bound (backward_planes_in_order: 256x256x14x14 bfloat16, G=8, 1.11 and 1.00,
+//   G=4 1.25 and 1.20).
+// - training forward: float32 64x256x14x14 0.84-0.96 and 0.90-0.98, 32x256x14x14 0.74-0.82 and
+//   0.75-0.77, 64x352x10x10 0.79 and 0.78, 128x512x7x7 0.77-0.79 and 0.78-0.79, 256x256x14x14 0.58
+//   and 0.63-0.75; 64x256x14x14 bfloat16 0.92-1.03 and 1.02 (its statistics are bound by the vector
+//   ports), float16 0.87 and 0.86-0.99; 128x512x7x7 bfloat16 0.89 and 0.83, 256x256x14x14 0.77 and
+//   0.86.
+// The outputs may alias the inputs: a group's reduction is done before its first write, and the
+// writes of the other groups go to other channels. The reductions do not depend on the thread count:
+// the backward's sums go plane by plane (FlatGradients) into double vectors in sample order, the
+// forward's statistics are planar_group_moments' (blocks of four channels, ShortPlaneBlock).
+constexpr int64_t kPipelinePieceBytes = 3072;
+// A group's inputs must stay in L2 until its output pass; beyond this, the older paths.
+constexpr int64_t kPipelineGroupBytes = int64_t{4} << 20;
+// At least this many groups, so that a thread's range pipelines over several (with a group count
+// that depends only on the shape: results are the same for every thread count).
+constexpr int64_t kPipelineMinGroups = 8;
+
+// Channels per group: pieces of about kPipelinePieceBytes, a multiple of `multiple` (a power of two).
+inline int64_t pipeline_group(const Geometry& g, int64_t element_bytes, int64_t multiple = 1) {
+    const int64_t run_bytes = g.spatial * element_bytes;
+    const int64_t G = std::clamp<int64_t>((kPipelinePieceBytes + run_bytes - 1) / run_bytes, 1, kMaxGroup);
+    return (G + multiple - 1) / multiple * multiple;
+}
+
+// Whether a channels-first problem with flat planes beyond the L2 caches fits the pipeline: enough
+// groups, and a group's `tensors` inputs within kPipelineGroupBytes.
+template <class S>
+inline bool pipeline_fits(const Plan& p, int64_t tensors, int64_t multiple = 1) {
+    const Geometry& g = p.g;
+    if (g.interleaved() || !flat_planes<S>(g) || !p.far.stream) return false;
+    const int64_t G = pipeline_group(g, sizeof(S), multiple);
+    return (g.c + G - 1) / G >= kPipelineMinGroups &&
+           tensors * g.n * G * g.spatial * static_cast<int64_t>(sizeof(S)) <= kPipelineGroupBytes;
+}
+
+// A thread's range of groups [first, last), pipelined: begin(first), add(first, n) for every sample
+// n, end(first); then for each group t, sample by sample, add(t + 1, n) (the next group's reduction)
+// alongside out(t, n) (this group's output), and end(t + 1).
+template <class Begin, class Add, class End, class Out>
+HWY_INLINE void pipeline_groups(int64_t first, int64_t last, int64_t samples, Begin&& begin, Add&& add, End&& end,
+                                Out&& out) {
+    begin(first);
+    for (int64_t n = 0; n < samples; ++n) add(first, n);
+    end(first);
+    for (int64_t t = first; t < last; ++t) {
+        const bool next = t + 1 < last;
+        if (next) begin(t + 1);
+        for (int64_t n = 0; n < samples; ++n) {
+            if (next) add(t + 1, n);
+            out(t, n);
+        }
+        if (next) end(t + 1);
+    }
+}
+
+
+// y = (x - center)*scale + shift for the flat walks (FlatMap over x, coefficients {center, scale,
+// shift}).
+struct AffineValue {
+    template <class D, class V>
+    HWY_INLINE V operator()(D, const V* k, V v, V) const {
+        return hn::MulAdd(hn::Sub(v, k[0]), k[1], k[2]);
+    }
+};
+
+// The training forward of short planes (short_planes), pipelined (above): groups of a multiple of
+// four channels.
+template <class S>
+inline bool forward_pipelined(const Plan& p) {
+    return pipeline_fits<S>(p, 1, 4) && short_planes<S>(p.g);
+}
+
+template <class S>
+void pipelined_forward(const ForwardTrainingArgs<S>& a, const Plan& p, Compute<S>* center, Compute<S>* scale,
+                       Compute<S>* shift) {
+    const Geometry& g = p.g;
+    const int64_t G = pipeline_group(g, sizeof(S), 4), C = g.c, groups = (C + G - 1) / G;
+    const bool stream = flat_stream(g, p.far, a.y, 2);
+    const FlatMap<S, 3, false, AffineValue> y{a.x, a.x, a.y, {center, scale, shift}, C, g.spatial, AffineValue()};
+    parallel_ranges(groups, g.numel(), [&](int64_t first, int64_t last) {
+        // A group's blocks of four channels; the last group's last channels (C % 4) one at a time.
+        ShortPlaneBlock<4, S> blocks[kMaxGroup / 4];
+        ShortPlaneBlock<1, S> singles[3];
+        Moments mo[kMaxGroup];
+        int64_t count = 0, single = 0;
+        auto begin_group = [&](int64_t t) {
+            const int64_t c0 = t * G, c1 = std::min(C, c0 + G);
+            count = (c1 - c0) / 4;
+            single = (c1 - c0) % 4;
+            for (int64_t b = 0; b < count; ++b) blocks[b].init(p, a.x, c0 + 4 * b, mo + 4 * b);
+            for (int64_t u = 0; u < single; ++u) singles[u].init(p, a.x, c0 + 4 * count + u, mo + 4 * count + u);
+        };
+        auto add_sample = [&](int64_t, int64_t n) BNORM_LOOP {
+            for (int64_t b = 0; b < count; ++b) blocks[b].sample(n);
+            for (int64_t u = 0; u < single; ++u) singles[u].sample(n);
+        };
+        auto end_group = [&](int64_t t) {
+            const int64_t c0 = t * G, c1 = std::min(C, c0 + G);
+            for (int64_t b = 0; b < count; ++b) blocks[b].finish();
+            for (int64_t u = 0; u < single; ++u) singles[u].finish();
+            double means[kMaxGroup], m2s[kMaxGroup];
+            for (int64_t u = 0; u < c1 - c0; ++u) {
+                means[u] = mo[u].mean;
+                m2s[u] = mo[u].m2;
+            }
+            finish_statistics(a, c0, c1, means, m2s, center, scale, shift);
+        };
+        auto y_sample = [&](int64_t t, int64_t n) BNORM_LOOP {
+            output_planes(y, stream, n * C + t * G, n * C + std::min(C, (t + 1) * G));
+        };
+        pipeline_groups(first, last, g.n, begin_group, add_sample, end_group, y_sample);
+    });
+}
+
 template <class S>
 void forward_training(const ForwardTrainingArgs<S>& a) {
     const Plan p(a.g, sizeof(S));
@@ -2115,12 +2283,10 @@ void forward_training(const ForwardTrainingArgs<S>& a) {
     auto* center = w.coefficients(0, C);
     auto* scale = w.coefficients(1, C);
     auto* shift = w.coefficients(2, C);
-    // y = (x - center)*scale + shift, for the flat walks.
-    auto affine = [](auto d, const auto* k, auto v, auto) {
-        (void)d;
-        return hn::MulAdd(hn::Sub(v, k[0]), k[1], k[2]);
-    };
-    if (p.interleaved) {
+    const AffineValue affine;
+    if (forward_pipelined<S>(p)) {
+        pipelined_forward(a, p, center, scale, shift);
+    } else if (p.interleaved) {
         interleaved_moments(p, a.x, w, [&](int64_t c0, int64_t c1) {
             finish_statistics(a, c0, c1, w.center + c0, w.chunk_b + c0, center, scale, shift);
         });
@@ -2262,51 +2428,12 @@ struct BackwardValue {
     }
 };
 
-// ---- training backward, pipelined over groups of channels ----------------------------------------
-// Channels-first short planes (flat_planes) of problems beyond the L2 caches: groups of G consecutive
-// channels (a sample's piece of a group: about kPipelinePieceBytes), each thread over a contiguous
-// range of groups, pipelined: sample by sample, the sums of the next group (its dy and x read from
-// memory or the last-level cache) alongside dx of the current group, whose dy and x the sums pass
-// just left in the core's L2. Each tensor is then read once from beyond L2 and dx written once, and
-// the reads of one group overlap the (streamed) writes of the other. Before, the two passes over the
-// whole array in memory order (in_order_gradients, then backward_in_order) read dy and x twice from
-// beyond L2, and the sums pass wrote nothing; the channel-by-channel tasks (beyond the prefetch
-// bound) read from L2 too, but a channel's short runs a whole sample apart. bench/ab_pair (12-20
-// pairs, the Intel Xeon host; B/A time ratios on one and two threads): float32 64x256x14x14 0.72-0.75
-// and 0.78-0.80, 32x256x14x14 0.69 and 0.70, 16x128x28x28 0.74-0.76 and 0.77-0.81, 64x128x28x28
-// 0.56 and 0.52, 128x512x7x7 0.83 and 0.86, 256x256x14x14 (51 MB) 0.47 and 0.50; 64x256x14x14
-// bfloat16 0.84-0.90 and 0.84-0.92, float16 0.79 and 0.79, 128x512x7x7 bfloat16 0.92 and 0.92.
-// Group sizes there: pieces of 1.5 KB (128x512x7x7 float32: G=8) were 0.96 and 1.09, of 6 KB
-// (64x256x14x14 float32, G=8) 0.87 and 0.89, of 3 KB 0.72-0.83. Not taken:
-// - planes of 4 KB and more (as a group of one channel): 32x64x56x56 float32 1.14 and 1.13, bfloat16
-//   1.04 and 1.07, 8x32x256x256 float32 1.14 and 1.10, 32x64x112x112 float32 0.98 and 1.02;
-// - 16-bit problems beyond the prefetch bound (backward_planes_in_order): 256x256x14x14 bfloat16,
-//   G=8, 1.11 and 1.00 (G=4: 1.25 and 1.20).
-// dx may alias dy or x: a group's sums are all taken before its first write, and the writes of the
-// other groups go to other channels. Per-channel sums go plane by plane (FlatGradients) into double
-// vectors in sample order, whatever the thread count.
-constexpr int64_t kPipelinePieceBytes = 3072;
-// A group's dy and x must stay in L2 until its dx pass; beyond this, the older paths.
-constexpr int64_t kPipelineGroupBytes = int64_t{4} << 20;
-// At least this many groups, so that a thread's range pipelines over several (with a group count
-// that depends only on the shape: results are the same for every thread count).
-constexpr int64_t kPipelineMinGroups = 8;
-
-// Channels per group of pipelined_backward: pieces of about kPipelinePieceBytes.
-inline int64_t pipeline_group(const Geometry& g, int64_t element_bytes) {
-    const int64_t run_bytes = g.spatial * element_bytes;
-    return std::clamp<int64_t>((kPipelinePieceBytes + run_bytes - 1) / run_bytes, 1, kMaxGroup);
-}
-
 template <class S>
 inline bool backward_pipelined(const Plan& p) {
-    const Geometry& g = p.g;
-    if (g.interleaved() || !flat_planes<S>(g) || !p.far.stream || backward_planes_in_order<S>(p)) return false;
-    const int64_t G = pipeline_group(g, sizeof(S));
-    return (g.c + G - 1) / G >= kPipelineMinGroups &&
-           2 * g.n * G * g.spatial * static_cast<int64_t>(sizeof(S)) <= kPipelineGroupBytes;
+    return pipeline_fits<S>(p, 2) && !backward_planes_in_order<S>(p);
 }
 
+// The training backward, pipelined (above).
 template <class S>
 void pipelined_backward(const BackwardArgs<S>& a, const Plan& p, const Compute<S>* center, Compute<S>* scale,
                         Compute<S>* slope, Compute<S>* shift) {
@@ -2333,7 +2460,7 @@ void pipelined_backward(const BackwardArgs<S>& a, const Plan& p, const Compute<S
                 hn::Store(hn::Add(hn::Load(dd, sb), pb), dd, sb);
             }
         };
-        auto begin_group = [&]() {
+        auto begin_group = [&](int64_t) {
             std::fill(acc_a, acc_a + G * L, 0.0);
             std::fill(acc_b, acc_b + G * L, 0.0);
         };
@@ -2347,22 +2474,9 @@ void pipelined_backward(const BackwardArgs<S>& a, const Plan& p, const Compute<S
             backward_coefficients(a, c0, c1, sum_dy, sum_dy_centered, scale, slope, shift);
         };
         auto dx_sample = [&](int64_t t, int64_t n) BNORM_LOOP {
-            const int64_t c0 = t * G, c1 = std::min(C, c0 + G);
-            if (stream) dx.template planes<true>(n * C + c0, n * C + c1, std::false_type());
-            else dx.template planes<false>(n * C + c0, n * C + c1, std::false_type());
+            output_planes(dx, stream, n * C + t * G, n * C + std::min(C, (t + 1) * G));
         };
-        begin_group();
-        for (int64_t n = 0; n < g.n; ++n) add_sample(first, n);
-        end_group(first);
-        for (int64_t t = first; t < last; ++t) {
-            const bool next = t + 1 < last;
-            if (next) begin_group();
-            for (int64_t n = 0; n < g.n; ++n) {
-                if (next) add_sample(t + 1, n);
-                dx_sample(t, n);
-            }
-            if (next) end_group(t + 1);
-        }
+        pipeline_groups(first, last, g.n, begin_group, add_sample, end_group, dx_sample);
     });
 }
 
