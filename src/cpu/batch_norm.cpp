@@ -2277,14 +2277,16 @@ void pipelined_forward(const ForwardTrainingArgs<S>& a, const Plan& p, Compute<S
 template <class S>
 void forward_training(const ForwardTrainingArgs<S>& a) {
     const Plan p(a.g, sizeof(S));
-    const Scratch<S> w(p, moments_in_memory_order<S>(p) ? 2 * static_cast<size_t>(a.g.c) + in_order_moments_workspace(a.g) : 0);
+    const bool pipelined = forward_pipelined<S>(p);
+    const bool in_memory_order = !pipelined && moments_in_memory_order<S>(p);
+    const Scratch<S> w(p, in_memory_order ? 2 * static_cast<size_t>(a.g.c) + in_order_moments_workspace(a.g) : 0);
     const int64_t C = a.g.c;
     const cpu::Far far = p.far;
     auto* center = w.coefficients(0, C);
     auto* scale = w.coefficients(1, C);
     auto* shift = w.coefficients(2, C);
     const AffineValue affine;
-    if (forward_pipelined<S>(p)) {
+    if (pipelined) {
         pipelined_forward(a, p, center, scale, shift);
     } else if (p.interleaved) {
         interleaved_moments(p, a.x, w, [&](int64_t c0, int64_t c1) {
@@ -2294,7 +2296,7 @@ void forward_training(const ForwardTrainingArgs<S>& a) {
             interleaved_elementwise<false>(a.x, static_cast<const S*>(nullptr), a.y, C, p.begin(k), p.end(k), center,
                                            scale, static_cast<const Compute<S>*>(nullptr), shift, far);
         });
-    } else if (moments_in_memory_order<S>(p)) {
+    } else if (in_memory_order) {
         // Both passes in memory order, each thread's output pass last task first.
         double* mean = w.extra;
         double* m2 = mean + C;
